@@ -1,0 +1,24 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create the environment first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	bash scripts/install-data.sh
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/attnvision demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q -n 2 --durations=10
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

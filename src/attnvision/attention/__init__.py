@@ -1,0 +1,46 @@
+"""Attention modules and their registry.
+
+Calling convention (as timm's ``create_attn``): ``create_attn(name, channels, **kw)`` builds a
+module that maps (B, C, H, W) → (B, C, H, W) unless its docstring says otherwise. Each class has a
+``placement`` attribute telling backbones where it goes:
+
+- ``"block"``: inside every residual block, on the residual branch before the addition;
+- ``"stage"``: once at the end of each stage except the last (BAM's bottleneck positions).
+
+A new mechanism is one new file in this folder plus one ``ATTENTION.add`` line below.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..registry import Registry
+from .bam import BottleneckAttention
+from .cbam import CBAM
+from .eca import EfficientChannelAttention
+from .hybrid import EcaCbamParallel, EcaCbamSequential
+from .se import SqueezeExcite
+
+ATTENTION: Registry = Registry("attention module")
+ATTENTION.add("se", SqueezeExcite)
+ATTENTION.add("eca", EfficientChannelAttention)
+ATTENTION.add("cbam", CBAM)
+ATTENTION.add("bam", BottleneckAttention)
+ATTENTION.add("eca_cbam", EcaCbamSequential)
+ATTENTION.add("eca_cbam_parallel", EcaCbamParallel)
+
+
+def create_attn(name: str | None, channels: int, **kw) -> nn.Module | None:
+    """Build the attention module registered as ``name`` for ``channels`` channels.
+
+    A falsy name ("" or None) gives None, so callers can write ``create_attn(cfg.attn, c)``.
+    An unknown name raises ValueError listing the valid names.
+    """
+    if not name:
+        return None
+    return ATTENTION.get(name)(channels, **kw)
+
+
+def list_attn() -> list[str]:
+    """Names of all registered attention modules, sorted."""
+    return ATTENTION.names()

@@ -1,0 +1,38 @@
+"""Backbones (trunk + head) and the model registry.
+
+Every model exposes ``forward_features(x) -> (B, d, h, w)``, ``head(features) -> (B, C)``,
+``num_features`` (d) and ``in_chans``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from ..registry import Registry
+from .resnet import cifar_resnet, imagenet_resnet
+from .weights import load_weights
+
+MODELS: Registry = Registry("model")
+for _depth in (20, 32, 44, 56, 110):
+    MODELS.add(f"resnet{_depth}", partial(cifar_resnet, _depth))
+for _depth in (18, 34, 50, 101):
+    MODELS.add(f"resnet{_depth}", partial(imagenet_resnet, _depth))
+
+
+def create_model(name: str, num_classes: int, attn: str | None = None, head: str = "gap",
+                 in_chans: int = 3, **kw) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("resnet20", 10, attn="cbam", in_chans=1)``.
+
+    ``kw`` goes to the backbone: ``width`` for CIFAR ResNets, ``attn_kw``, ``attn_stage_kw``,
+    ``head_kw``. Unknown names raise ValueError listing the valid ones.
+    """
+    return MODELS.get(name)(num_classes=num_classes, attn=attn, head=head, in_chans=in_chans, **kw)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+__all__ = ["MODELS", "create_model", "list_models", "load_weights"]

@@ -1,0 +1,71 @@
+"""In-memory dataset containers shared by every dataset reader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Split:
+    """One split held in memory.
+
+    images:  uint8 (N, C, H, W)
+    targets: int64 (N,) class indices (single-label), or float32 (N, num_classes) with values in
+             {1, 0, -1 (ignored)} (multi-label).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.targets):
+            raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.targets[index])
+
+
+@dataclass
+class DatasetBundle:
+    """Train / validation / test splits of one dataset plus what a model needs to know about it.
+
+    The validation split is carved from the training data (seeded); the test split is only
+    evaluated, never used to choose a checkpoint or hyper-parameter.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    mean: tuple[float, ...]  # per-channel, on the [0, 1] scale
+    std: tuple[float, ...]
+    task: str = "single"  # "single" or "multilabel"
+    extras: dict = field(default_factory=dict)  # e.g. boxes for explainability metrics
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_chans(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        return tuple(self.train.images.shape[2:])
+
+
+def split_train_val(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
+    """Carve a fixed, seeded validation split of ``val_size`` samples out of ``train``."""
+    if not 0 < val_size < len(train):
+        raise ValueError(f"val_size must be in (0, {len(train)}), got {val_size}")
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(perm[val_size:].sort().values), train.subset(perm[:val_size].sort().values)

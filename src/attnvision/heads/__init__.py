@@ -1,0 +1,20 @@
+"""Classification heads and their registry. A head maps features (B, d, h, w) to logits (B, C)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..registry import Registry
+from .gap import GapHead
+
+HEADS: Registry = Registry("head")
+HEADS.add("gap", GapHead)
+
+
+def create_head(name: str, in_features: int, num_classes: int, **kw) -> nn.Module:
+    """Build the head registered as ``name``; unknown names raise ValueError listing valid ones."""
+    return HEADS.get(name)(in_features, num_classes, **kw)
+
+
+def list_heads() -> list[str]:
+    return HEADS.names()
