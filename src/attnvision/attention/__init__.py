@@ -15,10 +15,15 @@ from __future__ import annotations
 from torch import nn
 
 from ..registry import Registry
+from .aa_conv import AttentionAugmentedConv
+from .adaptive_pool import AdaptivePoolingAttention
 from .bam import BottleneckAttention
 from .cbam import CBAM
 from .eca import EfficientChannelAttention
 from .hybrid import EcaCbamParallel, EcaCbamSequential
+from .nonlocal_block import NonLocalBlock
+from .residual_attention import ResidualAttentionModule
+from .sasa import SelfAttention2d
 from .se import SqueezeExcite
 
 ATTENTION: Registry = Registry("attention module")
@@ -28,6 +33,11 @@ ATTENTION.add("cbam", CBAM)
 ATTENTION.add("bam", BottleneckAttention)
 ATTENTION.add("eca_cbam", EcaCbamSequential)
 ATTENTION.add("eca_cbam_parallel", EcaCbamParallel)
+ATTENTION.add("aa", AttentionAugmentedConv)
+ATTENTION.add("nonlocal", NonLocalBlock)
+ATTENTION.add("ran", ResidualAttentionModule)
+ATTENTION.add("adaptive_pool", AdaptivePoolingAttention)
+ATTENTION.add("sasa", SelfAttention2d)
 
 
 def create_attn(name: str | None, channels: int, **kw) -> nn.Module | None:

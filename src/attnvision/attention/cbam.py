@@ -1,8 +1,93 @@
+"""Convolutional Block Attention Module (Woo et al., "CBAM: Convolutional Block Attention Module",
+ECCV 2018).
+
+Equations (x ∈ R^{B×C×H×W}, r = rd_ratio, σ = sigmoid):
+    M_c(x) = σ(MLP(AvgPool(x)) + MLP(MaxPool(x)))          ∈ R^{B×C×1×1}   (one shared MLP)
+             MLP(z) = W1 · ReLU(W0 · z + b0) + b1,  W0 ∈ R^{C·r×C}, W1 ∈ R^{C×C·r}
+    x'     = M_c(x) ⊙ x
+    M_s(x') = σ(BN(f^{7×7}([Max_c(x'); Mean_c(x')])))      ∈ R^{B×1×H×W}
+             (max and mean over the channel axis, stacked as 2 channels; 7×7 conv, no bias, pad 3)
+    out    = M_s(x') ⊙ x'
+Channel gate first, then spatial gate (the paper's best arrangement); no residual inside the
+module: the block's own shortcut adds the input back.
+
+Placement: ``"block"``, on the residual branch of every block after its last BN and before the
+addition (paper Fig. 3).
+
+Deviations from the paper's equations, all taken from the official code (Jongchan/attention-module)
+so that its released weights map onto these modules:
+- the MLP layers carry biases (the paper's equation omits them); as 1×1 convolutions;
+- the spatial map is followed by a BatchNorm (not in the paper's Eq. 3);
+- channel pooling is stacked [max, mean]; the paper writes [avg; max]. The order only permutes
+  the conv's two input channels (the same function family), but matters when loading weights.
+  timm stacks [mean, max].
+Differences from the official code:
+- the spatial BN uses PyTorch's default momentum 0.1 like every other BN in the backbone; the
+  official code uses 0.01 (a TF-style 0.99 decay), which only changes how fast running
+  statistics track training and lags on short schedules;
+- the official ResNet init zeroes that BN's γ, so every spatial gate starts as a constant 0.5.
+  The paper does not mention it; it is off by default and available as ``zero_init_bn=True``.
+"""
+
+from __future__ import annotations
+
+import torch
 from torch import nn
 
+from .common import reduced_channels
 
-class CBAM(nn.Identity):  # STUB: replaced by the attention-modules work
+
+class ChannelGate(nn.Module):
+    """CBAM's channel attention map M_c: (B, C, H, W) → (B, C, 1, 1) in (0, 1)."""
+
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None) -> None:
+        super().__init__()
+        hidden = reduced_channels(channels, rd_ratio, rd_channels)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Both pooled descriptors go through the shared MLP in one call: (2B, C, 1, 1).
+        pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)])
+        avg, mx = self.mlp(pooled).chunk(2)
+        return (avg + mx).sigmoid()
+
+
+class SpatialGate(nn.Module):
+    """CBAM's spatial attention map M_s: (B, C, H, W) → (B, 1, H, W) in (0, 1).
+
+    ``kernel_size`` is the conv size (odd; the paper compares 3 and 7 and picks 7).
+    ``zero_init_bn`` sets the BN's γ to 0 as the official ResNet init does (gate = σ(β) = 0.5 at start).
+    """
+
+    def __init__(self, kernel_size: int = 7, zero_init_bn: bool = False) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"CBAM spatial kernel_size must be a positive odd integer (the map keeps "
+                             f"its H×W), got {kernel_size}")
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+        if zero_init_bn:
+            nn.init.zeros_(self.bn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)  # [max, mean]
+        return self.bn(self.conv(pooled)).sigmoid()
+
+
+class CBAM(nn.Module):
+    """Channel gate then spatial gate. Input and output (B, C, H, W).
+
+    ``rd_ratio`` / ``rd_channels`` set the MLP's hidden width, ``spatial_kernel_size`` the spatial conv.
+    """
+
     placement = "block"
 
-    def __init__(self, channels, **kw):
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
+                 spatial_kernel_size: int = 7, zero_init_bn: bool = False) -> None:
         super().__init__()
+        self.channel = ChannelGate(channels, rd_ratio, rd_channels)
+        self.spatial = SpatialGate(spatial_kernel_size, zero_init_bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel(x)
+        return x * self.spatial(x)

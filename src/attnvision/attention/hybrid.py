@@ -1,12 +1,60 @@
+"""ECA + CBAM hybrids: ECA's channel gate with CBAM's spatial gate (the comparison proposal's goal 4,
+Madmoni & Ben Or 2023, "Exploration of Attention Mechanisms for Image Classification").
+
+Parts: ECA (Wang et al., CVPR 2020; ``eca.py``) replaces CBAM's (Woo et al., ECCV 2018;
+``cbam.py``) two-layer shared MLP, which costs 2C²·r parameters, by a k-tap 1-D conv across
+channels (k ≈ 5); CBAM's spatial gate adds the "where" that ECA lacks. Both gates are the
+unchanged classes of those files.
+
+Equations (x ∈ R^{B×C×H×W}; ω(·) ∈ R^{B×C×1×1} the ECA gate, M_s(·) ∈ R^{B×1×H×W} CBAM's
+spatial gate):
+    EcaCbamSequential:  x' = ω(x) ⊙ x,   out = M_s(x') ⊙ x'           (CBAM's channel-first order)
+    EcaCbamParallel:    out = ω(x) ⊙ M_s(x) ⊙ x                        (both gates read the input)
+
+Why the parallel variant multiplies the two gates rather than adding their logits as BAM does
+(σ(a_c + a_s), with a residual 1 + ·): with the product, it differs from the sequential variant
+in one thing only, the input of the spatial gate (x instead of x'), so comparing the two
+isolates sequential vs parallel. A BAM-style sum would change the combination rule and the
+residual form at the same time. The product also keeps each gate a separable, interpretable
+map (ω per channel, M_s per position), as in CBAM.
+
+Placement: ``"block"``, where CBAM goes (residual branch after the last BN, before the addition).
+
+Deviations: none from the parts; the combination is our design, stated above. ``kernel_size``
+is ECA's (adaptive by default, so per-stage overrides work as for ``"eca"``),
+``spatial_kernel_size`` CBAM's (7).
+"""
+
+from __future__ import annotations
+
+import torch
 from torch import nn
 
+from .cbam import SpatialGate
+from .eca import EfficientChannelAttention
 
-class EcaCbamSequential(nn.Identity):  # STUB
+
+class _EcaCbam(nn.Module):
+    """The two gates shared by both arrangements."""
+
     placement = "block"
 
-    def __init__(self, channels, **kw):
+    def __init__(self, channels: int, kernel_size: int | None = None, spatial_kernel_size: int = 7) -> None:
         super().__init__()
+        self.channel = EfficientChannelAttention(channels, kernel_size)
+        self.spatial = SpatialGate(spatial_kernel_size)
 
 
-class EcaCbamParallel(EcaCbamSequential):  # STUB
-    pass
+class EcaCbamSequential(_EcaCbam):
+    """ECA channel gate, then CBAM spatial gate on the re-weighted map. (B, C, H, W) → (B, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.channel(x)
+        return x * self.spatial(x)
+
+
+class EcaCbamParallel(_EcaCbam):
+    """ECA channel gate and CBAM spatial gate both from the input, multiplied. (B, C, H, W) → (B, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.channel.gate(x) * self.spatial(x)

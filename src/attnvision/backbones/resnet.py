@@ -129,6 +129,9 @@ class ResNet(nn.Module):
             raise ValueError(f"attn_stage_kw needs one dict per stage ({len(layers)}), got {len(attn_stage_kw)}")
         self.in_chans = in_chans
         placement = ATTENTION.get(attn).placement if attn else None
+        if placement not in (None, "block", "stage"):
+            raise ValueError(f"attention module '{attn}' replaces convolutions (placement '{placement}') and is not "
+                             "inserted into ResNet blocks; use a model built around it (e.g. sanet20)")
         stage_kw = [{**(attn_kw or {}), **((attn_stage_kw or [{}] * len(layers))[i])} for i in range(len(layers))]
 
         if stem == "imagenet":
@@ -149,14 +152,16 @@ class ResNet(nn.Module):
                 self.stage_attn[f"layer{i + 1}"] = create_attn(attn, self.inplanes, **stage_kw[i])
         self.num_stages = len(layers)
         self.num_features = self.inplanes
-        self.head = create_head(head, self.num_features, num_classes, **(head_kw or {}))
 
-        for m in self.modules():
+        for name, m in self.named_modules():  # the trunk's convs and BNs; attention modules keep their own init
+            if {"attn", "stage_attn"} & set(name.split(".")):
+                continue
             if isinstance(m, nn.Conv2d) and m.bias is None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        self.head = create_head(head, self.num_features, num_classes, **(head_kw or {}))
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, attn: str | None, attn_kw: dict) -> nn.Sequential:
         downsample = None

@@ -66,6 +66,7 @@ class DatasetBundle:
 def split_train_val(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
     """Carve a fixed, seeded validation split of ``val_size`` samples out of ``train``."""
     if not 0 < val_size < len(train):
-        raise ValueError(f"val_size must be in (0, {len(train)}), got {val_size}")
+        raise ValueError(f"val_size must be in (0, {len(train)}) for {len(train)} training samples, got "
+                         f"{val_size}: pass a smaller --val-size")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.subset(perm[val_size:].sort().values), train.subset(perm[:val_size].sort().values)

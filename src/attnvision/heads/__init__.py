@@ -5,10 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 from ..registry import Registry
+from .csra import CSRAHead
+from .eva import EvaHead
 from .gap import GapHead
+from .query2label import Query2LabelHead
 
 HEADS: Registry = Registry("head")
 HEADS.add("gap", GapHead)
+HEADS.add("eva", EvaHead)
+HEADS.add("csra", CSRAHead)
+HEADS.add("query2label", Query2LabelHead)
 
 
 def create_head(name: str, in_features: int, num_classes: int, **kw) -> nn.Module:

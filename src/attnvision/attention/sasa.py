@@ -1,0 +1,202 @@
+"""Stand-alone local self-attention, SASA (Ramachandran, Parmar, Vaswani, Bello, Levskaya, Shlens,
+"Stand-Alone Self-Attention in Vision Models", NeurIPS 2019).
+
+Equations (x ∈ R^{B×d_in×H×W}, N heads, d = d_out/N, r = (k−1)/2, window N_k(i,j) = the k×k
+pixels (a, b) with |a−i| ≤ r, |b−j| ≤ r):
+    q_ij = W_Q x_ij,  k_ab = W_K x_ab,  v_ab = W_V x_ab          W_* ∈ R^{d_out×d_in}, no bias
+    per head n (channels n·d … (n+1)·d − 1 of q, k, v):
+    ℓ_ij,ab = q_ijᵀ k_ab / √d + q_ijᵀ r_{a−i, b−j}                                  (paper eq. 3)
+    r_{a−i, b−j} = [R_row[a−i] ; R_col[b−j]] ∈ R^d                (row half, column half)
+    y_ij = Σ_{ab ∈ N_k(i,j) ∩ image} softmax_ab(ℓ_ij,ab) v_ab
+    stride 2: y ← 2×2 average pooling with stride 2, after the attention (paper §4.1).
+
+Relative embeddings: the paper's tables R_row, R_col ∈ R^{·×d_out/2}, concatenated to d_out.
+Split over heads, head n uses columns n·d/2 … (n+1)·d/2 − 1 of each table. So every head gets a
+row half and a column half of d/2 each. Splitting the concatenated d_out vector head by head
+would give the first N/2 heads only row offsets and the rest only column offsets.
+
+Placement ``"conv"``: SASA replaces a spatial convolution, so ResNet does not place it
+automatically; ``backbones.sanet`` builds SANet-20 with it.
+
+Deviations:
+- Logit scale 1/√d on the content term q·k (Vaswani et al.'s scaled dot product; the paper writes
+  no scale). The relative term q·r is unscaled, and R is initialised N(0, 1/d) so both terms have
+  the same variance at init. The paper gives no initialisation.
+- The multi-head text gives per-head transforms W^n ∈ R^{d_out/N×d_in/N}, i.e. grouped projections.
+  We use full d_out×d_in projections split over heads. The paper's own count for its
+  full-attention ResNet-50, 18.0M parameters, matches full projections: 25.6M − 11.3M (3×3 convs)
+  + 3.8M (3·d_in·d_out) ≈ 18.0M. Grouped projections would give ≈ 14.7M. W_Q, W_K, W_V are stored
+  stacked in one 1×1 conv ``qkv`` (d_out rows each, in that order).
+- The tables have k rows (offsets −r … r), not the paper's 2(k−1)+1. Offsets beyond ±r never
+  occur in a k×k window, so those extra rows would get no gradient.
+- Neighbours outside the image are masked (−inf before the softmax), not zero-padded keys. The
+  paper does not say how borders are handled.
+- For odd H or W the stride-2 pool uses ``ceil_mode``: the last row/column is averaged on its own,
+  giving ⌈H/2⌉ × ⌈W/2⌉. That matches the 3×3 stride-2 conv it replaces and the ResNet shortcut.
+  For even sizes this is the paper's plain 2×2 pool.
+
+Implementation and memory (per image and layer, in floats; C = d_out, L = H·W, N heads, d = C/N):
+- A naive unfold of K and V into every pixel's window stores 2·C·L·k² values, and their gradients
+  as many again: ~13 GB for a CIFAR ResNet-26 (leaderj1001 issues #6, #21).
+- Here the map is cut into bh×bw query blocks; each block attends to its (bh+2r)×(bw+2r) halo
+  (HaloNet's blocking). With K = (bh+2r)(bw+2r) keys per block and Q = bh·bw queries, K/V copies
+  cost 2·C·L·K/Q: 3.1× the map for 8×8 blocks and k = 7, instead of k² = 49×.
+- The relative term goes into the same scaled-dot-product-attention call as the content term,
+  through 2k extra coordinates. Key ab gets one-hot(a mod k) ⊕ one-hot(b mod k). The k rows of a
+  window are consecutive integers, so a residue c names one window row a. Query ij puts
+  √d·q_rowᵀ R_row[a−i] at that residue, and the same for columns (q_row, q_col are q's two halves).
+  Inside the window q'·k'/√d = q·k/√d + q·r_{a−i,b−j} exactly. Keys outside it are masked, so
+  their wrong positional term never counts. No B×N×L×K bias tensor is built. The window and
+  image borders become one boolean mask, shared by the batch and the heads.
+- PyTorch's fused attention (flash on CPU) saves no attention matrix for the backward pass. What
+  is kept is q', k', v' and the output, each d + 2k wide: N·L·(d+2k)·(2 + 2K/Q), plus the same
+  again for gradients. For C = 64, N = 8, k = 7 and 8×8 blocks that is 1.4k·L against the naive
+  6.3k·L. Measured peak memory of forward + backward is 4.2× lower
+  (``benchmarks/local_attention.py``).
+- Maps no larger than one halo, H·W ≤ (block_size + 2r)², use a single block covering the whole
+  image with no halo: dense attention over all H·W keys with the banded k×k mask and no K/V
+  copies. Both paths compute the same function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SelfAttention2d(nn.Module):
+    """SASA layer. (B, in_channels, H, W) → (B, out_channels, H', W'), where H', W' = H, W for
+    stride 1 and ⌈H/2⌉, ⌈W/2⌉ for stride 2.
+
+    ``block_size`` is the query-block side of the halo path (8 as in HaloNet). It trades memory
+    for speed and does not change the result.
+    """
+
+    placement = "conv"
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, kernel_size: int = 7,
+                 heads: int = 8, stride: int = 1, block_size: int = 8) -> None:
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive (a centred window), got {kernel_size}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2 (stride 2 = 2x2 average pooling after attention), got {stride}")
+        if heads < 1 or out_channels % heads or (out_channels // heads) % 2:
+            raise ValueError(
+                f"out_channels ({out_channels}) must split into {heads} heads of an even size "
+                f"(row and column embedding halves); choose heads dividing out_channels/2"
+            )
+        if block_size < 1:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.heads = heads
+        self.head_dim = out_channels // heads
+        self.stride = stride
+        self.block_size = block_size
+        self.qkv = nn.Conv2d(in_channels, 3 * out_channels, 1, bias=False)
+        self.rel_row = nn.Parameter(torch.randn(kernel_size, out_channels // 2) * self.head_dim ** -0.5)
+        self.rel_col = nn.Parameter(torch.randn(kernel_size, out_channels // 2) * self.head_dim ** -0.5)
+
+    def blocking(self, height: int, width: int) -> tuple[int, int, int]:
+        """(block height, block width, halo) used for an H×W map: one halo-free block when the map
+        fits in a single halo, else near-equal blocks of at most ``block_size`` with halo r."""
+        r = self.kernel_size // 2
+        if height * width <= (self.block_size + 2 * r) ** 2:
+            return height, width, 0
+        bh = math.ceil(height / math.ceil(height / self.block_size))
+        bw = math.ceil(width / math.ceil(width / self.block_size))
+        return bh, bw, r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"SelfAttention2d expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
+                f"build it with in_channels={x.shape[1] if x.ndim == 4 else '?'}"
+            )
+        y = self._attend(x, *self.blocking(x.shape[2], x.shape[3]))
+        if self.stride == 2:
+            y = F.avg_pool2d(y, 2, ceil_mode=True)
+        return y
+
+    def _attend(self, x: torch.Tensor, bh: int, bw: int, halo: int) -> torch.Tensor:
+        """Stride-1 attention with bh×bw query blocks and a ``halo``-pixel key border.
+        (B, in_channels, H, W) → (B, out_channels, H, W). Any blocking gives the same output
+        as long as halo ≥ r or the block covers the map."""
+        b, _, h, w = x.shape
+        n, d, k, r = self.heads, self.head_dim, self.kernel_size, self.kernel_size // 2
+        nbh, nbw = math.ceil(h / bh), math.ceil(w / bw)
+        hp, wp, kh, kw = nbh * bh, nbw * bw, bh + 2 * halo, bw + 2 * halo
+        dev = x.device
+
+        # one zero-padded copy of q, k, v: block padding bottom/right, plus the halo all round
+        qkv = F.pad(self.qkv(x), (halo, wp - w + halo, halo, hp - h + halo))
+        qkv = qkv.view(b, 3, n, d, hp + 2 * halo, wp + 2 * halo)
+        # queries as views (B, N, nbh, nbw, bh, bw, d); keys and values as overlapping halo
+        # windows (B, N, nbh, nbw, kh, kw, d), still views: the concatenations below make the copies
+        q = qkv[:, 0, :, :, halo:halo + hp, halo:halo + wp].unflatten(3, (nbh, bh)).unflatten(5, (nbw, bw))
+        q = q.permute(0, 1, 3, 5, 4, 6, 2)
+        key, val = (t.unfold(3, kh, bh).unfold(4, kw, bw).permute(0, 1, 3, 4, 5, 6, 2)
+                    for t in (qkv[:, 1], qkv[:, 2]))
+
+        # relative logits q·R[offset] per query and offset, (B, N, nbh, nbw, bh, bw, k). SDPA
+        # scales all of q'·k' by 1/√d; the factor √d here leaves q·r unscaled (eq. 3).
+        rel_row = self.rel_row.view(k, n, d // 2) * d ** 0.5
+        rel_col = self.rel_col.view(k, n, d // 2) * d ** 0.5
+        q_row = torch.einsum("bnIJijc,onc->bnIJijo", q[..., : d // 2], rel_row)
+        q_col = torch.einsum("bnIJijc,onc->bnIJijo", q[..., d // 2:], rel_col)
+        # Positions enter as codes of width k: key row aa gets one-hot(aa mod k). The k rows of a
+        # query's window are consecutive, so their residues mod k are distinct. Query row ii puts,
+        # at residue c, the logit of the window row with that residue: table index
+        # (c − ii − halo + r) mod k. Rows outside the window share residues but are masked.
+        cyc_row = (torch.arange(k, device=dev) - torch.arange(bh, device=dev)[:, None] - halo + r) % k  # (bh, k)
+        cyc_col = (torch.arange(k, device=dev) - torch.arange(bw, device=dev)[:, None] - halo + r) % k  # (bw, k)
+        q_row = q_row.gather(-1, cyc_row[:, None].expand(q_row.shape))
+        q_col = q_col.gather(-1, cyc_col[None].expand(q_col.shape))
+        q = torch.cat([q, q_row, q_col], -1)
+        eye = torch.eye(k, device=dev, dtype=x.dtype)
+        pos = torch.cat([eye[torch.arange(kh, device=dev) % k][:, None].expand(kh, kw, k),
+                         eye[torch.arange(kw, device=dev) % k][None].expand(kh, kw, k)], -1)  # (kh, kw, 2k)
+        key = torch.cat([key, pos.expand(*key.shape[:-1], 2 * k)], -1)
+        # fused kernels need values as wide as keys; the zero columns are sliced off the output
+        val = torch.cat([val, x.new_zeros(()).expand(*val.shape[:-1], 2 * k)], -1)
+
+        e = d + 2 * k
+        y = F.scaled_dot_product_attention(
+            q.view(b * n, nbh * nbw, bh * bw, e), key.view(b * n, nbh * nbw, kh * kw, e),
+            val.view(b * n, nbh * nbw, kh * kw, e), attn_mask=self._mask(h, w, bh, bw, halo, nbh, nbw, dev),
+            scale=d ** -0.5,
+        )
+        y = y.view(b, n, nbh, nbw, bh, bw, e)[..., :d].permute(0, 1, 6, 2, 4, 3, 5).reshape(b, n * d, hp, wp)
+        return y[:, :, :h, :w]
+
+    def _mask(self, h: int, w: int, bh: int, bw: int, halo: int, nbh: int, nbw: int,
+              device: torch.device) -> torch.Tensor:
+        """Which halo keys each query may attend: (1, nb, bh·bw, kh·kw) bool, True = attend.
+        A key is allowed if it lies in the query's k×k window and inside the image. Queries in the
+        block padding beyond the image may also see padded keys; their outputs are cropped, and
+        this keeps their softmax rows non-empty, so the backward pass stays finite."""
+        r = self.kernel_size // 2
+
+        def axis(n_blocks: int, block: int, size: int) -> tuple[torch.Tensor, ...]:
+            # along one axis: query ii of a block vs halo position aa; block I vs aa; block I vs ii
+            span = torch.arange(block + 2 * halo, device=device)
+            query = torch.arange(block, device=device)
+            start = torch.arange(n_blocks, device=device)[:, None] * block
+            in_window = (span - halo - query[:, None]).abs() <= r  # (block, span)
+            key_inside = (start - halo + span >= 0) & (start - halo + span < size)  # (n_blocks, span)
+            query_outside = start + query >= size  # (n_blocks, block)
+            return in_window, key_inside, query_outside
+
+        row_win, row_in, row_out = axis(nbh, bh, h)
+        col_win, col_in, col_out = axis(nbw, bw, w)
+        # axes: (block row I, block col J, query ii, query jj, key aa, key bb)
+        window = row_win[None, None, :, None, :, None] & col_win[None, None, None, :, None, :]
+        inside = row_in[:, None, None, None, :, None] & col_in[None, :, None, None, None, :]
+        padded_query = row_out[:, None, :, None, None, None] | col_out[None, :, None, :, None, None]
+        return (window & (inside | padded_query)).reshape(1, nbh * nbw, bh * bw, -1)

@@ -1,0 +1,63 @@
+"""Where dataset files come from: the folders every reader searches, and a verified download.
+
+Search order (each reader appends its own system folders and the cache):
+``data_dir`` argument, then ``$ATTNVISION_DATA``, then the cache (``$ATTNVISION_CACHE``,
+default ``~/.cache/attnvision``), the only place a download writes to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """``$ATTNVISION_CACHE`` or ``~/.cache/attnvision``."""
+    return Path(os.environ.get("ATTNVISION_CACHE") or Path.home() / ".cache" / "attnvision")
+
+
+def user_dirs(data_dir: str | Path | None) -> list[Path]:
+    """The folders the user named: ``data_dir`` then ``$ATTNVISION_DATA`` (unset ones skipped)."""
+    return [Path(p).expanduser() for p in (data_dir, os.environ.get("ATTNVISION_DATA")) if p]
+
+
+def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` and check its MD5.
+
+    The bytes go to a temporary file in ``dest``'s folder, which replaces ``dest`` (os.replace,
+    atomic on one file system) only once the checksum matches, so an interrupted or corrupt
+    download never leaves a file that a later search would take for the real one.
+
+    Raises ConnectionError when the URL cannot be read, ValueError on a checksum mismatch.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=timeout)
+            except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts
+                raise ConnectionError(f"cannot download {url}: {e}") from None
+            with response:
+                while chunk := _read(response, url):
+                    out.write(chunk)  # a full disk raises its own OSError, not a ConnectionError
+                    digest.update(chunk)
+        if digest.hexdigest() != md5:
+            raise ValueError(f"{url} has MD5 {digest.hexdigest()}, expected {md5}: the download is "
+                             "corrupt or the server's file changed; nothing was saved")
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
+def _read(response, url: str, size: int = 1 << 20) -> bytes:
+    try:
+        return response.read(size)
+    except (OSError, http.client.HTTPException) as e:  # connection cut mid-file
+        raise ConnectionError(f"download of {url} broke off: {e}") from None

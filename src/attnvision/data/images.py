@@ -1,0 +1,117 @@
+"""Decode image files into one uint8 tensor: the shared step of every reader of JPEG/PNG datasets.
+
+``load_images(paths, size)`` opens each file with Pillow, converts it to ``mode`` ("RGB" or
+"L"; palette, CMYK, grey and alpha images included, alpha dropped) and, when ``size`` is given,
+resizes it to exactly that size without keeping the aspect ratio ("squish", as CSRA, ASL and
+Query2Label do with ``transforms.Resize((s, s))``). The resampling is Pillow's bilinear filter,
+which widens its support when shrinking (antialiased), the same call torchvision's ``Resize``
+makes on a PIL image, so images match what those references feed their models. EXIF rotation
+is not applied, as in those references. With ``size=None`` images keep their size, which must
+then be the same for all.
+
+Decoding runs on a thread pool: Pillow releases the GIL while it decodes and resamples.
+All files are tried before anything is raised, so one error lists every missing
+(FileNotFoundError) or unreadable (ValueError) file by path.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+# ImageNet statistics on the [0, 1] scale: the normalisation torchvision's pretrained weights expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODES = {"RGB": 3, "L": 1}
+MAX_LISTED = 10  # paths named in one error message
+
+
+def _decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """One file → uint8 (H, W, C), resized to ``size`` (H, W) unless None. Raises what Pillow
+    raises on a bad file."""
+    with Image.open(path) as img:
+        img = img.convert(mode)  # forces the full decode, so truncated files fail here
+        if size is not None and img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        return np.asarray(img).reshape(img.size[1], img.size[0], MODES[mode])
+
+
+def _listing(failures: list[tuple[Path, str]]) -> str:
+    lines = [f"  {path}: {reason}" for path, reason in failures[:MAX_LISTED]]
+    if len(failures) > MAX_LISTED:
+        lines.append(f"  … and {len(failures) - MAX_LISTED} more")
+    return "\n".join(lines)
+
+
+def load_images(
+    paths: Sequence[str | Path],
+    size: int | tuple[int, int] | None,
+    mode: str = "RGB",
+    num_workers: int | None = None,
+) -> torch.Tensor:
+    """Decode ``paths`` (in order) into uint8 (N, C, H, W), C = 3 for "RGB" and 1 for "L".
+
+    size: an int gives square ``size``×``size`` images, (H, W) a rectangle, None the files' own
+    (common) size. num_workers: decoding threads (default: the CPU count, at most 8).
+
+    Raises FileNotFoundError naming every missing file, ValueError naming every file Pillow
+    cannot decode (not an image, truncated) or, with ``size=None``, whose size differs from the
+    first readable file's.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be a positive int or (H, W), got {size}")
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no image files to load (empty list)")
+
+    missing = [(p, "no such file") for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(paths)} image files are missing:\n{_listing(missing)}\n"
+                                "Check that the dataset was extracted completely and the paths are right.")
+
+    resize = size
+    if size is None:
+        size = _header_size(paths)
+    out = torch.empty(len(paths), MODES[mode], *size, dtype=torch.uint8)  # one copy in memory, filled in place
+    failures: list[tuple[Path, str]] = []
+
+    def work(i: int) -> None:
+        try:
+            array = _decode(paths[i], mode, resize)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # Pillow raises all of these
+            failures.append((paths[i], f"{type(e).__name__}: {e}"))
+            return
+        if array.shape[:2] != size:
+            failures.append((paths[i], f"size {array.shape[0]}x{array.shape[1]}, expected {size[0]}x{size[1]}; "
+                                       "pass an image size to resize all images"))
+            return
+        out[i].numpy()[:] = array.transpose(2, 0, 1)  # straight into the output, no extra tensor
+
+    with ThreadPoolExecutor(num_workers or min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(work, range(len(paths)), chunksize=64))
+    if failures:
+        failures.sort()
+        raise ValueError(f"{len(failures)} of {len(paths)} image files cannot be used:\n{_listing(failures)}\n"
+                         "Replace or delete these files (and their entries in the annotations).")
+    return out
+
+
+def _header_size(paths: list[Path]) -> tuple[int, int]:
+    """(H, W) of the first file whose header Pillow can read (an unreadable one is reported later)."""
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                return img.size[1], img.size[0]
+        except (OSError, ValueError, SyntaxError):
+            continue
+    raise ValueError(f"none of the {len(paths)} image files can be read as an image, e.g. {paths[0]}")

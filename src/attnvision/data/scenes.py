@@ -1,0 +1,182 @@
+"""Fashion-MNIST scenes: a synthetic multi-label dataset with known object boxes, built from
+Fashion-MNIST (Xiao et al. 2017, ``fashion_mnist.py``) so that it needs no download beyond it.
+
+Each grey canvas of ``canvas_size``² pixels (64 to 112) holds k ~ U{1, …, 4} items. Item j is
+a Fashion-MNIST image drawn uniformly (with replacement) from the source split, resized
+(bilinear, antialiased) from 28 px to s_j = round(28·u), u ~ U(0.75, 1.5), i.e. 21 to 42 px, and
+placed at a uniform position entirely inside the canvas. Items are composed by pixel-wise max,
+
+    canvas(y, x) = max_j item_j(y − y_j, x − x_j)    (0 outside an item),
+
+so an overlapping item never erases another (Fashion-MNIST items are bright on black).
+Target: multi-hot over the 10 Fashion-MNIST classes present (two items may share a class).
+Boxes: ``extras["boxes"][split]`` is a list with one int64 (k, 5) tensor per image, rows
+(x0, y0, x1, y1, class): the tightest box around the item's non-zero pixels after resizing, in
+pixel coordinates with x1, y1 exclusive (the box covers canvas[y0:y1, x0:x1]).
+
+Train scenes are built from the Fashion-MNIST training split and test scenes from its test
+split, so no source image is shared; validation is carved (seeded by ``seed``) from the train
+scenes. ``scene_seed`` fixes the scenes themselves, so that changing the validation seed does not
+change the data. Mean and std are those of the train scenes.
+
+Generation is vectorised: per-item work runs in one batch per item size (22 sizes), pasting by
+``scatter_reduce`` with ``amax``. The result is cached in ``<cache>/fashion-mnist-scenes``
+(``$ATTNVISION_CACHE`` or ``~/.cache/attnvision``) under a key of every parameter, the
+generator version and a hash of the source files' contents, and written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import DatasetBundle, Split, split_train_val
+from .download import cache_root
+from .fashion_mnist import CLASSES, FILES, find_dir, read_idx
+from .image_folder import channel_stats
+
+CANVAS_SIZES = (64, 112)  # smallest and largest canvas_size
+ITEMS = (1, 4)  # fewest and most items per canvas
+SCALES = (0.75, 1.5)  # item size range as a multiple of 28 px
+VERSION = 1  # part of the cache key: bump it whenever generation changes
+
+
+def compose_scenes(images: torch.Tensor, labels: torch.Tensor, n: int, canvas_size: int,
+                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Build ``n`` scenes from source items ``images`` uint8 (M, 28, 28) with ``labels`` (M,).
+
+    Returns images uint8 (n, 1, S, S), targets float32 (n, 10), boxes int64 (K, 5) of all K items
+    in scene order, counts int64 (n,) items per scene (so ``boxes.split(counts.tolist())``)."""
+    counts = torch.randint(ITEMS[0], ITEMS[1] + 1, (n,), generator=generator)
+    scene = torch.repeat_interleave(torch.arange(n), counts)  # (K,) the scene of every item
+    k = len(scene)
+    source = torch.randint(0, len(images), (k,), generator=generator)
+    sizes = (28 * (SCALES[0] + (SCALES[1] - SCALES[0]) * torch.rand(k, generator=generator))).round().long()
+    x0 = (torch.rand(k, generator=generator) * (canvas_size - sizes + 1)).long()
+    y0 = (torch.rand(k, generator=generator) * (canvas_size - sizes + 1)).long()
+
+    canvas = torch.zeros(n * canvas_size * canvas_size, dtype=torch.uint8)
+    corner = (scene * canvas_size + y0) * canvas_size + x0  # (K,) flat canvas index of each item's top-left
+    boxes = torch.empty(k, 5, dtype=torch.long)
+    boxes[:, 4] = labels[source]
+    for s in range(round(28 * SCALES[0]), round(28 * SCALES[1]) + 1):
+        sel = (sizes == s).nonzero().flatten()
+        if len(sel) == 0:
+            continue
+        # Bilinear weights are non-negative and sum to 1, so values stay in [0, 255]: +0.5 and
+        # truncation round them without a clamp.
+        item = F.interpolate(images[source[sel], None].float(), size=(s, s), mode="bilinear",
+                             antialias=True, align_corners=False)[:, 0].add_(0.5).to(torch.uint8)
+        ar = torch.arange(s)
+        offset = ar[:, None] * canvas_size + ar  # (s, s) flat offsets of an s×s window
+        flat = corner[sel, None, None] + offset  # (G, s, s)
+        canvas.scatter_reduce_(0, flat.flatten(), item.flatten(), "amax")  # max: order-independent
+        boxes[sel, :4] = tight_boxes(item) + torch.stack([x0[sel], y0[sel]] * 2, 1)
+    targets = torch.zeros(n, len(CLASSES))
+    targets[scene, boxes[:, 4]] = 1.0
+    return {"images": canvas.view(n, 1, canvas_size, canvas_size), "targets": targets,
+            "boxes": boxes, "counts": counts}
+
+
+def tight_boxes(items: torch.Tensor) -> torch.Tensor:
+    """(x0, y0, x1, y1) int64 (G, 4) around the non-zero pixels of uint8 items (G, s, s), x1 and
+    y1 exclusive; a blank item gets its whole square."""
+    s = items.shape[-1]
+    rows, cols = items.amax(2) > 0, items.amax(1) > 0  # (G, s) each
+    blank = ~rows.any(1)
+    box = torch.stack([first_true(cols), first_true(rows),
+                       s - first_true(cols.flip(1)), s - first_true(rows.flip(1))], 1)
+    return torch.where(blank[:, None], torch.tensor([0, 0, s, s]), box)
+
+
+def first_true(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the first True in each row of a bool (G, s) mask (0 for an all-False row)."""
+    return mask.to(torch.uint8).argmax(1)
+
+
+def read_sources(data_dir: str | Path | None) -> tuple[dict[str, torch.Tensor], str]:
+    """Fashion-MNIST images and labels of both splits, and a hash of their contents."""
+    root = find_dir(data_dir)
+    arrays = {key: read_idx(root / name) for key, name in FILES.items()}
+    digest = hashlib.blake2b(digest_size=16)
+    for key in sorted(arrays):
+        digest.update(arrays[key].tobytes())
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.shape[1:] != (28, 28) or labels.shape != images.shape[:1] or (labels >= len(CLASSES)).any():
+            raise ValueError(f"{root}: {FILES[part + '_images']} {images.shape} and {FILES[part + '_labels']} "
+                             f"{labels.shape} are not N 28x28 images with N labels in 0..9; "
+                             "replace them with the official Fashion-MNIST files")
+    tensors = {key: torch.from_numpy(a.astype(np.int64) if "labels" in key else a.copy()) for key, a in arrays.items()}
+    return tensors, digest.hexdigest()
+
+
+def build_scenes(sources: dict[str, torch.Tensor], canvas_size: int, n_train: int, n_test: int,
+                 scene_seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Train and test scenes (``compose_scenes`` output per split) plus "stats": the train
+    scenes' mean and std, tuples of one float."""
+    out = {}
+    for offset, (part, n) in enumerate((("train", n_train), ("test", n_test))):
+        g = torch.Generator().manual_seed(2 * scene_seed + offset)  # distinct streams per split and seed
+        out[part] = compose_scenes(sources[f"{part}_images"], sources[f"{part}_labels"], n, canvas_size, g)
+    out["stats"] = dict(zip(("mean", "std"), channel_stats(out["train"]["images"])))
+    return out
+
+
+def cached_scenes(data_dir: str | Path | None, canvas_size: int, n_train: int, n_test: int,
+                  scene_seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """``build_scenes`` output, read from the cache when built before with the same key."""
+    sources, source_hash = read_sources(data_dir)
+    params = {"version": VERSION, "canvas_size": canvas_size, "n_train": n_train, "n_test": n_test,
+              "scene_seed": scene_seed, "items": ITEMS, "scales": SCALES, "source": source_hash}
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_root() / "fashion-mnist-scenes" / f"scenes-{canvas_size}px-{key}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=True)
+        except (RuntimeError, EOFError, OSError):  # unreadable (e.g. a disk error): rebuild over it
+            pass
+    scenes = build_scenes(sources, canvas_size, n_train, n_test, scene_seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        torch.save(scenes, tmp)
+        os.replace(tmp, path)  # atomic: a reader sees the old file, none, or the whole new one
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return scenes
+
+
+def load_fashion_mnist_scenes(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0,
+                              canvas_size: int = 64, n_train: int = 60000, n_test: int = 10000,
+                              scene_seed: int = 0) -> DatasetBundle:
+    """Train (``n_train`` − ``val_size``) / val (``val_size``, seeded by ``seed``) / test
+    (``n_test``) scenes; uint8 (N, 1, canvas_size, canvas_size), float32 targets (N, 10) in {0, 1};
+    boxes in ``extras["boxes"]["train" | "val" | "test"]``. ``data_dir``: the Fashion-MNIST files."""
+    if not CANVAS_SIZES[0] <= canvas_size <= CANVAS_SIZES[1]:
+        raise ValueError(f"canvas_size must be in {CANVAS_SIZES[0]}..{CANVAS_SIZES[1]} (items are up to 42 px), "
+                         f"got {canvas_size}")
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}")
+    scenes = cached_scenes(data_dir, canvas_size, n_train, n_test, scene_seed)
+    per_scene = {part: scenes[part]["boxes"].split(scenes[part]["counts"].tolist()) for part in ("train", "test")}
+    # Split scene indices along with the images, so that targets and boxes follow the same permutation.
+    train, val = split_train_val(Split(scenes["train"]["images"], torch.arange(n_train)), val_size, seed)
+    boxes = {"train": [per_scene["train"][i] for i in train.targets.tolist()],
+             "val": [per_scene["train"][i] for i in val.targets.tolist()],
+             "test": list(per_scene["test"])}
+    return DatasetBundle(
+        "fashion-mnist-scenes",
+        Split(train.images, scenes["train"]["targets"][train.targets]),
+        Split(val.images, scenes["train"]["targets"][val.targets]),
+        Split(scenes["test"]["images"], scenes["test"]["targets"]),
+        CLASSES, scenes["stats"]["mean"], scenes["stats"]["std"], task="multilabel", extras={"boxes": boxes},
+    )

@@ -1,0 +1,155 @@
+"""Model cost: parameters, multiply-accumulates (MACs) and wall-clock latency.
+
+MAC convention (``MACS_CONVENTION``): the multiply-accumulates of one forward pass of a single
+(1, C, H, W) image in eval mode, counted over convolutions (1-D, 2-D, grouped, depthwise), linear
+layers and matrix products, including attention's batched products written with ``bmm``,
+``einsum``, ``@`` or ``F.scaled_dot_product_attention`` (q·kᵀ and attn·v each count
+B·heads·N_q·N_k·d). This is what the SE, ECA and CBAM papers' "GFLOPs" tables and torchvision's
+"GFLOPS" column report (ResNet-50 at 224²: 4.09 G). Element-wise ops (attention gates, residual
+additions, biases), pooling, normalisation, softmax and activations are not counted.
+
+Counting uses ``torch.utils.flop_counter.FlopCounterMode``, which records 2 FLOPs per MAC on the
+aten ops above; ``count_macs`` halves its total. FlopCounterMode has formulas for the CUDA SDPA
+kernels and for SDPA's math fallback (two ``bmm``), but not for the fused CPU kernel
+``_scaled_dot_product_flash_attention_for_cpu`` that SDPA picks on CPU when q, k and v share
+their head size: without ``_CPU_SDPA`` below such attention would count as zero.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .backbones import create_model
+
+MACS_CONVENTION = (
+    "multiply-accumulates of one (1, C, H, W) image in eval mode over convolutions, linear layers "
+    "and matrix products (bmm/einsum/SDPA); element-wise ops, pooling, normalisation, softmax "
+    "and activations not counted (torch FlopCounterMode total / 2)"
+)
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of the fused CPU SDPA kernel: the same q·kᵀ and attn·v products as on CUDA."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements, each shared parameter counted once (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    """MACs of one forward pass of a (1, *input_size) input, e.g. ``input_size=(3, 224, 224)``.
+
+    See the module docstring for what is counted. The input is zeros on the model's device and
+    dtype; the model runs in eval mode without gradients and gets its previous mode back. A model
+    built under ``torch.device("meta")`` is counted from shapes alone, without memory or compute.
+    """
+    if not input_size or not all(isinstance(s, int) and s > 0 for s in input_size):
+        raise ValueError(
+            f"input_size must be the positive shape of one sample without the batch dimension, "
+            f"e.g. (3, 224, 224); got {input_size!r}"
+        )
+    param = next(model.parameters(), None)  # the input follows the model's device and dtype
+    x = torch.zeros(1, *input_size, device=param.device if param is not None else "cpu",
+                    dtype=param.dtype if param is not None else torch.float32)
+    counter = FlopCounterMode(display=False, custom_mapping=_CPU_SDPA)
+    with _eval_mode(model), torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
+    """Median wall-clock milliseconds of ``model(x)`` under ``torch.inference_mode`` in eval mode.
+
+    ``warmup`` untimed calls come first (allocator, kernel selection, lazy init). With ``x`` on
+    CUDA every timed call is bracketed by ``torch.cuda.synchronize`` so the time covers the
+    kernels, not just their launch. The model gets its previous train/eval mode back.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+
+    def sync() -> None:
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+
+    times = []
+    with _eval_mode(model), torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def profile_model(
+    name: str,
+    attn: str | None = None,
+    img_size: int = 224,
+    in_chans: int = 3,
+    num_classes: int = 1000,
+    batch_sizes: Sequence[int] = (1, 32),
+    repeats: int = 10,
+    warmup: int = 3,
+    device: str | torch.device = "cpu",
+    **model_kw,
+) -> dict:
+    """Build ``create_model(name, num_classes, attn=attn, in_chans=in_chans, **model_kw)`` and
+    measure it at ``img_size``² on ``device``.
+
+    Returns {"model", "attn", "img_size", "in_chans", "num_classes", "params", "macs",
+    "macs_convention", "latency_ms_b{b}" for each b in ``batch_sizes``, "threads", "device"}.
+    Latency (see ``measure_latency``) is timed on random normal (B, in_chans, img_size, img_size)
+    inputs with ``warmup`` untimed and ``repeats`` timed calls per batch size.
+    """
+    if img_size < 1 or any(b < 1 for b in batch_sizes):
+        raise ValueError(f"img_size and batch_sizes must be positive, got {img_size} and {tuple(batch_sizes)}")
+    device = torch.device(device)
+    model = create_model(name, num_classes, attn=attn, in_chans=in_chans, **model_kw).to(device)
+    result = {
+        "model": name,
+        "attn": attn,
+        "img_size": img_size,
+        "in_chans": in_chans,
+        "num_classes": num_classes,
+        "params": count_params(model),
+        "macs": count_macs(model, (in_chans, img_size, img_size)),
+        "macs_convention": MACS_CONVENTION,
+    }
+    for b in batch_sizes:
+        x = torch.randn(b, in_chans, img_size, img_size, device=device)
+        result[f"latency_ms_b{b}"] = measure_latency(model, x, warmup=warmup, repeats=repeats)
+    result["threads"] = torch.get_num_threads()
+    result["device"] = _device_name(device)
+    return result

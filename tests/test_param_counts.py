@@ -1,0 +1,80 @@
+"""Whole-model parameter counts against the papers' tables, and attention placement in ResNets."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+import torch
+
+from attnvision import create_model, list_attn
+from attnvision.attention import ATTENTION
+from attnvision.attention.bam import BottleneckAttention
+from attnvision.attention.eca import EfficientChannelAttention
+
+
+@lru_cache(maxsize=None)
+def resnet50(attn: str | None, stage_kernel: int | None = None):
+    stage_kw = None if stage_kernel is None else [{"kernel_size": stage_kernel}, {}, {}, {}]
+    return create_model("resnet50", 1000, attn=attn, attn_stage_kw=stage_kw)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Published ImageNet ResNet-50 counts (PytorchInsight table; SE/CBAM/BAM papers), and the exact
+# counts: torchvision's resnet50 = 25,557,032; SE adds 16 × (2C·C/16 + C/16 + C) with biases
+# (official Caffe FCs) = 2,530,992; CBAM adds to SE's MLP a 2→1 7×7 conv (98) and a BN (2) per
+# block; ECA adds k per block: 3·5 + 4·5 + 6·5 + 3·7 = 86; BAM's three modules (C = 256, 512,
+# 1024; official layout with biases) add 17,361 + 68,513 + 272,193 = 358,067.
+@pytest.mark.parametrize("attn, published, exact", [
+    (None, 25.557e6, 25_557_032),
+    ("se", 28.09e6, 28_088_024),
+    ("cbam", 28.09e6, 28_088_024 + 16 * 100),
+    ("eca", 25.557e6, 25_557_032 + 86),
+    ("bam", 25.92e6, 25_557_032 + 358_067),
+])
+def test_imagenet_resnet50_parameter_counts(attn, published, exact):
+    count = n_params(resnet50(attn))
+    assert count == exact
+    assert abs(count - published) / published < 0.002
+
+
+def test_bam_sits_once_after_each_of_stages_1_to_3():
+    model = resnet50("bam")
+    bams = [m for m in model.modules() if isinstance(m, BottleneckAttention)]
+    assert len(bams) == 3
+    assert list(model.stage_attn) == ["layer1", "layer2", "layer3"]
+    assert [m.channel[0].in_features for m in bams] == [256, 512, 1024]
+
+
+def eca_kernels_per_stage(model) -> list[set[int]]:
+    return [{block.attn.conv.kernel_size[0] for block in getattr(model, f"layer{i}")} for i in range(1, 5)]
+
+
+def test_eca_adaptive_kernels_per_stage_and_override():
+    assert eca_kernels_per_stage(resnet50("eca")) == [{5}, {5}, {5}, {7}]
+    released = resnet50("eca", stage_kernel=3)  # the released ECA-Net50 weights' kernels
+    assert eca_kernels_per_stage(released) == [{3}, {5}, {5}, {7}]
+    assert n_params(released) == 25_557_032 + 80
+    assert sum(isinstance(m, EfficientChannelAttention) for m in released.modules()) == 16
+
+
+RESNET_PLACED = [name for name in list_attn() if ATTENTION.get(name).placement in ("block", "stage")]
+
+
+@pytest.mark.parametrize("attn", [None, *RESNET_PLACED])
+def test_cifar_resnet20_with_each_module_runs_on_fashion_mnist_shape(attn):
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, attn=attn, in_chans=1)
+    if attn is not None:
+        cls = ATTENTION.get(attn)
+        expected = 9 if cls.placement == "block" else 2  # 3 stages × 3 blocks, or after stages 1–2
+        assert sum(type(m) is cls for m in model.modules()) == expected
+    x = torch.randn(2, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(x[:1])).all()

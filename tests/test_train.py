@@ -1,0 +1,170 @@
+"""The trainer end to end on a tiny dataset: run folder, exact resume, NaN guard, eval, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import attnvision.train as train_mod
+from attnvision.checkpoint import load_checkpoint, save_checkpoint
+from attnvision.cli import app
+from attnvision.train import DivergedError, TrainConfig, evaluate_checkpoint, train
+
+ATTNVISION = str(Path(sys.executable).parent / "attnvision")
+
+
+def tiny_config(data_dir: Path, out: Path, **kw) -> TrainConfig:
+    return TrainConfig(data_dir=str(data_dir), val_size=100, epochs=2, batch_size=32, lr=0.05,
+                       warmup_epochs=0.5, out=str(out), accelerator="cpu", **kw)
+
+
+def test_run_folder_contents_and_learning(fmnist_dir, tmp_path):
+    metrics = train(replace(tiny_config(fmnist_dir, tmp_path / "run"), epochs=3), progress=False)
+    run = tmp_path / "run"
+    assert {"metrics.json", "log.csv", "best.pt", "last.pt", "config.yaml", "tb"} <= {p.name for p in run.iterdir()}
+    assert any((run / "tb").iterdir()), "TensorBoard events missing"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for key in ("final", "best_val", "test", "wall_time_s", "train_time_s", "images_per_s", "params", "macs"):
+        assert key in saved
+    assert saved["test"]["checkpoint"] == "best.pt"
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert saved["best_val"]["val_acc"] == max(float(r["val_acc"]) for r in rows)
+    assert saved["test"]["acc"] > 40, "the bar pattern is easy: training must beat chance (10%) clearly"
+
+
+def interrupted_after_first_epoch(cfg: TrainConfig, monkeypatch) -> None:
+    """Run ``cfg`` but kill it right after epoch 1's checkpoint was written."""
+    real_write_log = train_mod._write_log
+
+    def crash_after_first_epoch(path, history):
+        real_write_log(path, history)
+        if len(history) == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "_write_log", crash_after_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, progress=False)
+    assert load_checkpoint(Path(cfg.out) / "last.pt")["epoch"] == 1
+
+
+def test_resume_continues_exactly(fmnist_dir, tmp_path, monkeypatch):
+    straight = train(tiny_config(fmnist_dir, tmp_path / "a"), progress=False)
+    interrupted_after_first_epoch(tiny_config(fmnist_dir, tmp_path / "b"), monkeypatch)
+
+    resumed = train(TrainConfig(), resume=tmp_path / "b", progress=False)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert resumed["test"] == straight["test"]
+    assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(fmnist_dir, tmp_path, monkeypatch):
+    interrupted_after_first_epoch(tiny_config(fmnist_dir, tmp_path / "run"), monkeypatch)
+    good = load_checkpoint(tmp_path / "run" / "last.pt")
+
+    monkeypatch.setattr(train_mod, "build_loss", lambda cfg, task: lambda logits, y: logits.sum() * float("nan"))
+    with pytest.raises(DivergedError, match="last good checkpoint"):
+        train(TrainConfig(), resume=tmp_path / "run", progress=False)
+    kept = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert kept["epoch"] == good["epoch"] == 1
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_eval_reproduces_test_accuracy(fmnist_dir, tmp_path):
+    metrics = train(tiny_config(fmnist_dir, tmp_path / "run"), progress=False)
+    result = evaluate_checkpoint(tmp_path / "run" / "best.pt")
+    assert result["acc"] == pytest.approx(metrics["test"]["acc"], abs=1e-9)
+    assert result["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-6)
+
+    cli = CliRunner().invoke(app, ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["acc"] == pytest.approx(metrics["test"]["acc"], abs=1e-9)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"epoch": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"], "temporary file left behind"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not a checkpoint", "not a readable PyTorch checkpoint"),
+    (None, "not an attnvision checkpoint"),
+])
+def test_bad_checkpoints_are_reported(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    if content is None:
+        torch.save({"conv1.weight": torch.zeros(1)}, path)  # e.g. a torchvision weight file
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(path)
+    cli = CliRunner().invoke(app, ["eval", "--checkpoint", str(path)])
+    assert cli.exit_code == 2
+    assert message in cli.output and "Traceback" not in cli.output
+
+
+def test_truncated_checkpoint_is_reported(fmnist_dir, tmp_path):
+    train(replace(tiny_config(fmnist_dir, tmp_path / "run"), epochs=1), progress=False)
+    data = (tmp_path / "run" / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt, truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_cli_errors_name_the_problem(fmnist_dir, tmp_path):
+    runner = CliRunner()
+    bad_attn = runner.invoke(app, ["train", "--attn", "sen", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "x")])
+    assert bad_attn.exit_code == 2
+    assert "unknown attention module 'sen'" in bad_attn.output and "cbam" in bad_attn.output
+    bad_model = runner.invoke(app, ["train", "--model", "resnet21", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "y")])
+    assert bad_model.exit_code == 2 and "resnet20" in bad_model.output
+    bad_data = runner.invoke(app, ["train", "--data", "mnist", "--out", str(tmp_path / "z")])
+    assert bad_data.exit_code == 2 and "fashion-mnist" in bad_data.output
+
+
+def test_cli_list_shows_every_registry():
+    result = CliRunner().invoke(app, ["list"])
+    assert result.exit_code == 0
+    for word in ("attention modules", "cbam", "heads", "gap", "models", "resnet50", "datasets", "fashion-mnist"):
+        assert word in result.output
+
+
+def test_ddp_two_cpu_processes_agree(fmnist_dir, tmp_path):
+    """A 2-process DDP run over gloo: both ranks must end with identical parameters."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [ATTNVISION, "train", "--data-dir", str(fmnist_dir), "--val-size", "100", "--epochs", "1",
+           "--batch-size", "32", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+           "--no-progress", "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    first, second = metrics["rank_param_checksums"]
+    assert first == second
