@@ -69,8 +69,9 @@ def test_unknown_name_lists_valid_names():
 
 def test_placements():
     expected = {"se": "block", "eca": "block", "cbam": "block", "bam": "stage",
-                "eca_cbam": "block", "eca_cbam_parallel": "block"}
-    assert {name: build(name).placement for name in expected} == expected
+                "eca_cbam": "block", "eca_cbam_parallel": "block", "adaptive_pool": "block",
+                "nonlocal": "stage", "ran": "stage", "sasa": "conv", "aa": "conv"}
+    assert {name: build(name).placement for name in list_attn()} == expected
 
 
 # ---------------------------------------------------------------- parameter counts by hand
@@ -281,3 +282,8 @@ def test_hybrid_sequential_and_parallel_equations():
         torch.testing.assert_close(seq(x), x1 * seq.spatial(x1))
         torch.testing.assert_close(par(x), x * omega * seq.spatial(x))
         assert (seq(x) - par(x)).abs().max() > 1e-4
+
+
+def test_wrong_keyword_names_the_accepted_ones():
+    with pytest.raises(ValueError, match="attention module 'se'.*kernel_size.*it takes: channels, rd_ratio, rd_channels"):
+        create_attn("se", 64, kernel_size=3)

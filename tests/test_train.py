@@ -147,6 +147,10 @@ def test_cli_errors_name_the_problem(fmnist_dir, tmp_path):
     assert bad_model.exit_code == 2 and "resnet20" in bad_model.output
     bad_data = runner.invoke(app, ["train", "--data", "mnist", "--out", str(tmp_path / "z")])
     assert bad_data.exit_code == 2 and "fashion-mnist" in bad_data.output
+    bad_head_option = runner.invoke(app, ["train", "--heads", "4", "--data-dir", str(fmnist_dir), "--val-size", "100",
+                                          "--out", str(tmp_path / "w")])
+    assert bad_head_option.exit_code == 2 and "head 'gap'" in bad_head_option.output
+    assert "in_features, num_classes" in bad_head_option.output and "Traceback" not in bad_head_option.output
 
 
 def test_cli_list_shows_every_registry():
@@ -168,3 +172,21 @@ def test_ddp_two_cpu_processes_agree(fmnist_dir, tmp_path):
     assert metrics["world_size"] == 2
     first, second = metrics["rank_param_checksums"]
     assert first == second
+
+
+def test_multilabel_training_with_csra_on_scenes(fmnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNVISION_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(data="fashion-mnist-scenes", data_dir=str(fmnist_dir), task="multilabel",
+                      data_kw={"n_train": 160, "n_test": 64}, val_size=32, head="csra",
+                      model_kw={"head_kw": {"heads": 4, "lam": 0.1}}, epochs=1, batch_size=32, lr=0.01,
+                      head_lr=0.1, schedule="step", out=str(tmp_path / "run"), accelerator="cpu")
+    metrics = train(cfg, progress=False)
+    assert metrics["task"] == "multilabel" and metrics["selection_metric"] == "mAP"
+    for key in ("mAP", "CF1", "OF1", "top3_CF1"):
+        assert 0 <= metrics["test"][key] <= 100
+    assert evaluate_checkpoint(tmp_path / "run" / "best.pt")["mAP"] == pytest.approx(metrics["test"]["mAP"])
+    lrs = {g["lr"] for g in load_checkpoint(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"]}
+    assert lrs == {0.01, 0.1}, "head and backbone keep separate learning rates"
+    with pytest.raises(ValueError, match="dataset 'fashion-mnist' is single"):
+        train(TrainConfig(data_dir=str(fmnist_dir), val_size=100, task="multilabel", out=str(tmp_path / "x")),
+              progress=False)

@@ -21,20 +21,25 @@ FORMAT = "attnvision-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a crash mid-write never leaves a half file there."""
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically: a crash mid-write never leaves a half file there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write an attnvision checkpoint atomically."""
+    atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, path)
 
 
 def read_torch_file(path: str | Path, kind: str, map_location: str | torch.device = "cpu"):

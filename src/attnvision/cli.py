@@ -102,7 +102,7 @@ def train(
         metrics = run_training(cfg, resume=resume, progress=progress)
     except DivergedError as e:
         fail(str(e), code=1)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     metric = metrics["selection_metric"]
     console.print(f"test {metric} (best-val checkpoint, epoch {metrics['test']['epoch']}): "
@@ -121,7 +121,7 @@ def eval_cmd(
 
     try:
         result = evaluate_checkpoint(checkpoint, data_dir=data_dir, split=split)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps(result))
@@ -129,6 +129,30 @@ def eval_cmd(
         scores = "  ".join(f"{k} {v:.2f}{'' if k == 'loss' else '%'}" for k, v in result.items()
                            if isinstance(v, float))
         console.print(f"{split}: {scores}  (checkpoint {checkpoint}, epoch {result['epoch']})", highlight=False)
+
+
+@app.command("boost")
+def boost_cmd(
+    checkpoint: str = typer.Option(..., help="a checkpoint of a model with a GAP + linear head"),
+    lambdas: Optional[str] = typer.Option(None, help="comma-separated λ values to sweep (default: 0,0.005,…,1)"),
+    data_dir: Optional[str] = None,
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Training-free boost (CSRA Fig. 1): score = y_avg + λ·y_max, λ chosen on the validation split."""
+    from .boost import LAMBDAS, boost
+
+    try:
+        sweep = tuple(float(v) for v in lambdas.split(",")) if lambdas else LAMBDAS
+        result = boost(checkpoint, sweep, data_dir=data_dir)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(result))
+        return
+    m = result["metric"]
+    console.print(f"test {m}: baseline {result['baseline']:.2f}%  |  λ={result['chosen_lambda']:g} (chosen on val) "
+                  f"{result['boosted']:.2f}% ({result['difference']:+.2f})  |  fixed λ={result['fixed_lambda']:g} "
+                  f"{result['fixed']:.2f}% ({result['fixed_difference']:+.2f})", highlight=False)
 
 
 @app.command()
@@ -148,7 +172,7 @@ def profile(
     try:
         result = profile_model(model, attn=attn, head=head, img_size=img_size, in_chans=in_chans,
                                num_classes=num_classes, repeats=repeats)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps(result))
@@ -189,7 +213,7 @@ def demo(
                               out=str(Path(out) / attn))
             console.print(f"\n[bold]{attn}[/] → {cfg.out}", highlight=False)
             rows.append((attn, run_training(cfg, progress=sys.stderr.isatty())))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     table = Table(title="resnet20 small, Fashion-MNIST (short demo recipe)")
     for col in ("attention", "params", "MMACs", "best val acc", "test acc", "train time", "img/s"):

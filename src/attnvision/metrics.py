@@ -1,7 +1,7 @@
 """Evaluation metrics: multi-label mAP and precision/recall/F1 (all and top-3), single-label accuracy.
 
-Multi-label conventions (the choices that silently change published numbers; see
-``shared/research/multilabel.md`` §3):
+Multi-label conventions (the choices that silently change published numbers between CSRA, ASL,
+ML-GCN, Query2Label, scikit-learn and torchmetrics):
 
 - **Targets** are (N, C) with 1 = positive, 0 = negative, -1 = ignored (e.g. VOC "difficult",
   WIDER "unspecified"). Ignored entries are dropped from AP *and* from every precision/recall

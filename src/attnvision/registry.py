@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T", bound=Callable)
@@ -34,5 +35,13 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
+    def build(self, name: str, *args, **kw):
+        """Call the constructor of ``name``; arguments it does not take raise ValueError naming the
+        arguments it does take (instead of a TypeError from deep inside)."""
+        constructor = self.get(name)
+        try:
+            inspect.signature(constructor).bind(*args, **kw)
+        except TypeError as e:
+            params = [p for p in inspect.signature(constructor).parameters if p not in ("self", "args", "kw", "kwargs")]
+            raise ValueError(f"{self.kind} '{name}': {e}; it takes: {', '.join(params)}") from None
+        return constructor(*args, **kw)

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DatasetBundle, TensorLoader, load_dataset
 from .losses import AsymmetricLoss, BCEWithLogits
 from .metrics import accuracy, multilabel_metrics
-from .profile import count_macs
+from .profile import count_macs, count_params
 
 
 @dataclass
@@ -96,7 +96,9 @@ class TrainConfig:
         for name, value, valid in (("optimizer", self.optimizer, ("sgd", "adamw")),
                                    ("schedule", self.schedule, ("cosine", "step")),
                                    ("loss", self.loss, (None, "ce", "bce", "asl")),
-                                   ("task", self.task, (None, "single", "multilabel"))):
+                                   ("task", self.task, (None, "single", "multilabel")),
+                                   # "-true" modes would also need inputs cast to the weights' dtype
+                                   ("precision", self.precision, ("32-true", "bf16-mixed", "16-mixed"))):
             if value not in valid:
                 raise ValueError(f"unknown {name} '{value}'; valid: {', '.join(v for v in valid if v)}")
 
@@ -180,10 +182,17 @@ def gather(fabric, t: torch.Tensor) -> torch.Tensor:
     return torch.cat([everything[r, :n] for r, n in enumerate(sizes)])
 
 
+def task_metrics(task: str, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Top-1 accuracy (%) for single-label data; mAP, CP, CR, CF1, OP, OR, OF1 and their top-3
+    variants (%) for multi-label data."""
+    if task == "single":
+        return {"acc": accuracy(logits, targets)}
+    return {k: v for k, v in multilabel_metrics(logits, targets).items() if isinstance(v, float)}
+
+
 @torch.no_grad()
 def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str) -> dict:
-    """Loss and metrics over a whole split (sharded over ranks, gathered): top-1 accuracy (%) for
-    single-label data; mAP, CP, CR, CF1, OP, OR, OF1 and their top-3 variants (%) for multi-label.
+    """Loss and ``task_metrics`` over a whole split (sharded over ranks, gathered).
 
     ``model`` is the bare module, not the DDP wrapper: ranks may see different batch counts here,
     and DDP's forward would wait on collectives the other ranks never join."""
@@ -194,12 +203,7 @@ def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module,
             logits.append(model(x).float())
         targets.append(y)
     logits, targets = gather(fabric, torch.cat(logits)), gather(fabric, torch.cat(targets))
-    result = {"loss": loss_fn(logits, targets).item()}
-    if task == "single":
-        result["acc"] = accuracy(logits, targets)
-    else:
-        result.update((k, v) for k, v in multilabel_metrics(logits, targets).items() if isinstance(v, float))
-    return result
+    return {"loss": loss_fn(logits, targets).item(), **task_metrics(task, logits, targets)}
 
 
 def param_checksum(model: nn.Module) -> float:
@@ -252,12 +256,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, cfg)
 
-    loader_kw = dict(mean=bundle.mean, std=bundle.std, rank=fabric.global_rank, world_size=fabric.world_size,
-                     device=fabric.device, channels_last=cfg.channels_last)
-    train_loader = TensorLoader(bundle.train, cfg.batch_size, train=True, crop_pad=cfg.crop_pad,
-                                hflip=cfg.hflip, seed=cfg.seed, **loader_kw)
-    val_loader = TensorLoader(bundle.val, cfg.batch_size * 2, train=False, **loader_kw)
+    train_loader = TensorLoader(bundle.train, cfg.batch_size, mean=bundle.mean, std=bundle.std, train=True,
+                                crop_pad=cfg.crop_pad, hflip=cfg.hflip, seed=cfg.seed, rank=fabric.global_rank,
+                                world_size=fabric.world_size, device=fabric.device, channels_last=cfg.channels_last)
+    val_loader = split_loader(cfg, bundle, "val", fabric)
     steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(bundle.train)} training images are fewer than one batch per process "
+                         f"({cfg.batch_size} × {fabric.world_size}): lower --batch-size")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
 
     start_epoch, history, best, train_time = 0, [], {"epoch": -1, f"val_{metric}": -math.inf}, 0.0
@@ -266,6 +272,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_epoch, history, best, train_time = state["epoch"], state["history"], state["best"], state["train_time_s"]
     model, optimizer = fabric.setup(model, optimizer)
 
@@ -278,6 +286,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     def checkpoint(epoch: int) -> dict:
         return {"config": asdict(cfg), "model": model.module.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
+                **({"cuda_rng": torch.cuda.get_rng_state_all()} if fabric.device.type == "cuda" else {}),
                 "history": history, "best": best, "train_time_s": train_time, "dataset": dataset_info}
 
     wall_start = time.perf_counter()
@@ -302,8 +311,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if step % 10 == 9 or step == steps_per_epoch - 1:
-                mean_loss = loss_sum.item() / seen  # host sync only every 10 steps
-                if not math.isfinite(mean_loss):
+                # host sync only every 10 steps; all ranks decide together, or a lone rank that stops
+                # would leave the others waiting in the next all-reduce
+                mean_loss = loss_sum.item() / seen
+                if not math.isfinite(fabric.all_reduce(loss_sum.clone(), reduce_op="sum").item()):  # in place
                     raise DivergedError(
                         f"loss became {mean_loss} at epoch {epoch + 1}, step {step + 1}; "
                         f"the last good checkpoint is kept at {out / 'last.pt'} (epoch {epoch}). "
@@ -340,14 +351,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
 
     best_state = load_checkpoint(out / "best.pt", map_location=fabric.device)
     model.module.load_state_dict(best_state["model"])
-    test = evaluate(fabric, model.module, TensorLoader(bundle.test, cfg.batch_size * 2, train=False, **loader_kw),
-                    loss_fn, task)
+    test = evaluate(fabric, model.module, split_loader(cfg, bundle, "test", fabric), loss_fn, task)
     metrics = {
         "status": "completed",
         "run": str(out),
         "model": cfg.model, "attn": cfg.attn, "head": cfg.head, "data": cfg.data, "task": task, "seed": cfg.seed,
         "selection_metric": metric,
-        "params": sum(p.numel() for p in model.module.parameters()),
+        "params": count_params(model.module),
         "macs": macs,
         "epochs": cfg.epochs,
         "final": history[-1],
@@ -366,8 +376,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     return metrics
 
 
-def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: str = "test") -> dict:
-    """Rebuild the model and data of a checkpoint and evaluate one split (single process)."""
+def load_run(path: str | Path, data_dir: str | None = None):
+    """The config, data and trained model of a checkpoint, and a single-process Fabric to run it on.
+    Returns (cfg, bundle, model, fabric, state); the model is in eval mode on ``fabric.device``."""
     from lightning.fabric import Fabric
 
     state = load_checkpoint(path)
@@ -375,8 +386,6 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: st
     if data_dir is not None:
         cfg.data_dir = data_dir
     bundle = load_bundle(cfg)
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split '{split}'; valid: train, val, test")
     model = build_model(cfg, bundle)
     try:
         model.load_state_dict(state["model"])
@@ -384,7 +393,21 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: st
         raise ValueError(f"{path}: weights do not fit the model its config describes: {e}") from None
     fabric = Fabric(accelerator="auto", devices=1, precision=cfg.precision)
     model = model.to(fabric.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    loader = TensorLoader(getattr(bundle, split), cfg.batch_size * 2, mean=bundle.mean, std=bundle.std,
-                          train=False, device=fabric.device, channels_last=cfg.channels_last)
+    return cfg, bundle, model.eval(), fabric, state
+
+
+def split_loader(cfg: TrainConfig, bundle: DatasetBundle, split: str, fabric) -> TensorLoader:
+    """An in-order, unaugmented loader over this rank's share of one split."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split '{split}'; valid: train, val, test")
+    return TensorLoader(getattr(bundle, split), cfg.batch_size * 2, mean=bundle.mean, std=bundle.std, train=False,
+                        rank=fabric.global_rank, world_size=fabric.world_size, device=fabric.device,
+                        channels_last=cfg.channels_last)
+
+
+def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: str = "test") -> dict:
+    """Rebuild the model and data of a checkpoint and evaluate one split (single process)."""
+    cfg, bundle, model, fabric, state = load_run(path, data_dir)
+    loader = split_loader(cfg, bundle, split, fabric)
     result = evaluate(fabric, model, loader, build_loss(cfg, bundle.task), bundle.task)
     return {"checkpoint": str(path), "split": split, "epoch": state["epoch"], **result}

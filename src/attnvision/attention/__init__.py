@@ -5,7 +5,9 @@ module that maps (B, C, H, W) → (B, C, H, W) unless its docstring says otherwi
 ``placement`` attribute telling backbones where it goes:
 
 - ``"block"``: inside every residual block, on the residual branch before the addition;
-- ``"stage"``: once at the end of each stage except the last (BAM's bottleneck positions).
+- ``"stage"``: once at the end of each stage except the last (BAM's bottleneck positions);
+- ``"conv"``: a replacement for convolutions (SASA, AA-conv), used by models built around it
+  (e.g. ``sanet20``); ResNets refuse it as ``attn``.
 
 A new mechanism is one new file in this folder plus one ``ATTENTION.add`` line below.
 """
@@ -48,7 +50,7 @@ def create_attn(name: str | None, channels: int, **kw) -> nn.Module | None:
     """
     if not name:
         return None
-    return ATTENTION.get(name)(channels, **kw)
+    return ATTENTION.build(name, channels, **kw)
 
 
 def list_attn() -> list[str]:

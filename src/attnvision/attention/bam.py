@@ -18,8 +18,8 @@ Deviations from the paper:
   after each hidden conv. The paper's equations instead put one BN on each branch's output
   (M_c = BN(MLP(AvgPool(x))), M_s = BN(f^{1×1}(...))) "to adjust the scale"; this is a known
   paper/code mismatch (official repo issue #49).
-- the convs and linears before a BN keep their biases (redundant after BN) so that the official
-  checkpoint maps one-to-one.
+- the convs and linears before a BN keep their biases (redundant after BN), as the official code
+  does; with them the count matches the published 25.92M.
 Differences from the official code: ``combine`` defaults to the paper's sum; the spatial branch
 works for any H, W (the official code assumed H = W, and used the wrong pooling size otherwise).
 

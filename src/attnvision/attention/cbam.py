@@ -14,8 +14,9 @@ module: the block's own shortcut adds the input back.
 Placement: ``"block"``, on the residual branch of every block after its last BN and before the
 addition (paper Fig. 3).
 
-Deviations from the paper's equations, all taken from the official code (Jongchan/attention-module)
-so that its released weights map onto these modules:
+Deviations from the paper's equations, all taken from the official code (Jongchan/attention-module),
+whose structure produced the published numbers (its checkpoints store the MLP as nn.Linear, so
+loading them needs a reshape of those weights to 1×1 convolutions):
 - the MLP layers carry biases (the paper's equation omits them); as 1×1 convolutions;
 - the spatial map is followed by a BatchNorm (not in the paper's Eq. 3);
 - channel pooling is stacked [max, mean]; the paper writes [avg; max]. The order only permutes

@@ -8,8 +8,9 @@ Equations (x ∈ R^{B×C×H×W}, r = rd_ratio):
 Placement: on the residual branch of every block, after the last BN and before the addition
 (paper Fig. 3), with r = 1/16.
 
-Deviations: none. The FC layers carry biases as in the official Caffe release (moskomule's
-PyTorch port drops them); with biases SE-ResNet-50 has the paper's 28.09M parameters.
+Deviation: the paper's Eq. 3, σ(W2 δ(W1 z)), has no biases; the FC layers here carry b1, b2 as in
+the official Caffe release (moskomule's PyTorch port drops them). With them SE-ResNet-50 has the
+paper's 28.09M parameters.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def create_model(name: str, num_classes: int, attn: str | None = None, head: str
     """
     if head is not None:
         kw["head"] = head
-    return MODELS.get(name)(num_classes=num_classes, attn=attn, in_chans=in_chans, **kw)
+    return MODELS.build(name, num_classes=num_classes, attn=attn, in_chans=in_chans, **kw)
 
 
 def list_models() -> list[str]:

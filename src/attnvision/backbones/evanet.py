@@ -10,7 +10,7 @@ Getting the 7×7 map: 28×28 inputs (Fashion-MNIST) already give 7×7. 32×32 CI
 paper only says the backbone "downsamples" to 7×7, and the code drops the first row and column
 (``[:, :, 1:, 1:]``). This model crops the k×k window centred on pixel (H//2, W//2), which is that
 crop for 8×8 and the identity for 7×7; strides and pooling stay unchanged. Adaptive pooling or a
-changed stride would be different designs (research note eva-and-sasa.md §7). Only maps of k or
+changed stride would be different designs. Only maps of k or
 k+1 pixels per side are accepted: a larger map would lose more than one border row and column, so
 it raises ValueError instead of cropping silently.
 """

@@ -11,6 +11,9 @@
   parameters). ``layers`` overrides the blocks per stage, e.g. (2, 2, 2) for the EVA paper's
   Table 1 "ResNet-20".
 
+Deviations from the papers: the ImageNet Bottleneck strides on its 3×3 conv (torchvision's "v1.5";
+the paper strides the first 1×1 conv), and CIFAR ResNets default to option-B shortcuts (above).
+
 Attention: ``attn`` names a registered module. ``placement == "block"`` modules sit on the
 residual branch of every block after its last BN, before the addition (SE paper Fig. 3, CBAM
 Fig. 3, ECA Fig. 2). ``placement == "stage"`` modules sit at the end of every stage but the last

@@ -11,8 +11,7 @@ was. The first block's stride 2 becomes SASA's 2×2 average pooling after the at
 attention runs at the stage input's resolution: 16×16 for CIFAR, 14×14 for Fashion-MNIST.
 4 heads (EVA paper §4.1).
 
-Choices where the papers are silent (the SANet code is unpublished; see
-research/eva-and-sasa.md §6-7):
+Choices where the papers are silent (the SANet code is unpublished):
 - ``kernel_size=5``. SASA uses k = 7 on ImageNet; its last stage is 7×7, so the window there is
   global. On the 8×8 (CIFAR) or 7×7 (Fashion-MNIST) last stage, k = 7 would make the second
   layer almost global for every pixel. k = 5 is the largest window that stays local there.

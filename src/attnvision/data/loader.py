@@ -43,7 +43,8 @@ class TensorLoader:
 
     images come out as float32 (B, C, H, W), scaled to [0, 1] and normalised by mean/std;
     targets as stored. With ``world_size > 1`` each rank takes an equal, disjoint share of the
-    epoch's permutation (the remainder is dropped when training so that ranks stay in step).
+    epoch's permutation in whole batches (the remainder is dropped when training, which also keeps
+    ranks in step).
     """
 
     def __init__(
@@ -80,22 +81,18 @@ class TensorLoader:
         self.epoch = epoch
 
     def _indices(self) -> torch.Tensor:
+        """This rank's sample indices for the epoch. Training keeps whole batches only: a last batch
+        of one image would break batch statistics (BatchNorm, BAM's BatchNorm1d)."""
         n = len(self.images)
         if self.train:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(n, generator=g)
-            per_rank = n // self.world_size
+            per_rank = n // self.world_size // self.batch_size * self.batch_size
             return order[self.rank * per_rank:(self.rank + 1) * per_rank]
         return torch.arange(self.rank, n, self.world_size)
 
     def __len__(self) -> int:
-        n = len(self._indices()) if not self.train else len(self.images) // self.world_size
-        return -(-n // self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        """Samples this rank sees per epoch."""
-        return len(self._indices())
+        return -(-len(self._indices()) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         index = self._indices().to(self.device)

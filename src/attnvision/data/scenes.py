@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import atomic_torch_save, read_torch_file
 from .base import DatasetBundle, Split, split_train_val
 from .download import cache_root
 from .fashion_mnist import CLASSES, FILES, find_dir, read_idx
@@ -140,18 +139,11 @@ def cached_scenes(data_dir: str | Path | None, canvas_size: int, n_train: int, n
     path = cache_root() / "fashion-mnist-scenes" / f"scenes-{canvas_size}px-{key}.pt"
     if path.is_file():
         try:
-            return torch.load(path, weights_only=True)
-        except (RuntimeError, EOFError, OSError):  # unreadable (e.g. a disk error): rebuild over it
+            return read_torch_file(path, "scene cache")
+        except ValueError:  # unreadable (e.g. a disk error or a cut write): rebuild over it
             pass
     scenes = build_scenes(sources, canvas_size, n_train, n_test, scene_seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(scenes, tmp)
-        os.replace(tmp, path)  # atomic: a reader sees the old file, none, or the whole new one
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_torch_save(scenes, path)
     return scenes
 
 

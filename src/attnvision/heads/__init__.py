@@ -19,7 +19,7 @@ HEADS.add("query2label", Query2LabelHead)
 
 def create_head(name: str, in_features: int, num_classes: int, **kw) -> nn.Module:
     """Build the head registered as ``name``; unknown names raise ValueError listing valid ones."""
-    return HEADS.get(name)(in_features, num_classes, **kw)
+    return HEADS.build(name, in_features, num_classes, **kw)
 
 
 def list_heads() -> list[str]:

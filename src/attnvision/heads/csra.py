@@ -17,9 +17,8 @@ each with its own classifier and temperature, the same λ, logits summed. Temper
 paper's fixed sets: H=1: {1}; H=2: {1, ∞}; H=4: {1, 2, 4, ∞}; H=6: {1..5, ∞}; H=8: {1..7, ∞}.
 
 Deviations from the official code (none from the paper):
-- T = ∞ is an exact max over locations (the paper's definition); the official code uses T = 99,
-  a softmax that is close to the max only where a class's best location leads the next ones by
-  well over 1/99.
+- T = ∞ is ``math.inf``; the official code encodes it as the sentinel T = 99, which it also
+  computes as an exact max over locations.
 - ``normalize=True`` matches the official code (the score is divided by ‖m_i‖, gradients flow
   through the norm). ``normalize=False`` is the paper's Table 8 "without" row.
 """

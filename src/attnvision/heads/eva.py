@@ -25,7 +25,8 @@ whose logit term is q·P_j, like the code's 1D attention. Stage s's 1D attention
 output attn_s as its query and q0, attn_0 … attn_s as keys/values (§3.1: 2, 3, 4, 5 tokens for
 k = 7); its output q_{s+1} is the next stage's query. ``fc`` maps the output vector to logits.
 
-Where the paper is silent, the published code's choice is used (research note eva-and-sasa.md §7):
+Where the paper is silent, the published code's choice is used
+(cankucuksozen/COMP551--ComputerVision-with-DL, ``layers/*_v4.py``):
 the post-LN residual ``Block`` with a d→d→d FFN (biases, LeakyReLU(0.01), dropout 0.15) around
 every attention, the output projection W_Z, slot embeddings P in the 1D attentions, the
 query/output FFNs d→d→d without bias, kaiming_normal_(a=1) on the Linears, N(0, 1) embeddings

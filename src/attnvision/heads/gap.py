@@ -13,10 +13,9 @@ class GapHead(nn.Module):
     ``attnvision.load_weights`` maps torchvision's ``fc.*`` onto them.
     """
 
-    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+    def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
-        self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(x.mean((2, 3))))
+        return self.fc(x.mean((2, 3)))

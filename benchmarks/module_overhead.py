@@ -1,0 +1,108 @@
+"""Training-step cost of every registered attention module, as ratios to the plain ResNet-20 in one run.
+
+    .venv/bin/python benchmarks/module_overhead.py [--batch 64] [--steps 10] [--rounds 3]
+
+Two measurements, each a forward + backward + SGD step on random Fashion-MNIST-shaped data:
+- block: one resnet20-small BasicBlock at each stage's shape (16×28×28, 32×14×14, 64×7×7) with the
+  module where its placement puts it ("block": on the residual branch; "stage": after the block;
+  "conv": replacing both 3×3 convs), divided by the plain block's time;
+- model: resnet20-small (1 input channel, 28×28) with the module vs without ("block" and "stage"
+  modules only; "conv" modules need models built around them, e.g. sanet20).
+After an untimed warm-up of the baselines, rounds interleave all candidates so that drift on a
+shared machine hits them alike; each time is the median over rounds of the mean step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attnvision import create_attn, create_model, list_attn
+from attnvision.attention import ATTENTION
+from attnvision.backbones.resnet import BasicBlock
+
+STAGES = ((16, 28), (32, 14), (64, 7))
+
+
+class BlockWith(nn.Module):
+    """A BasicBlock (C → C) with an attention module at its placement."""
+
+    def __init__(self, channels: int, attn: str | None) -> None:
+        super().__init__()
+        placement = ATTENTION.get(attn).placement if attn else None
+        self.block = BasicBlock(channels, channels, attn=create_attn(attn, channels) if placement == "block" else None)
+        self.after = create_attn(attn, channels) if placement == "stage" else nn.Identity()
+        if placement == "conv":
+            self.block.conv1 = create_attn(attn, channels)
+            self.block.conv2 = create_attn(attn, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after(self.block(x))
+
+
+def step_time(model: nn.Module, x: torch.Tensor, steps: int) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+
+    def step() -> None:
+        out = model(x)
+        loss = F.cross_entropy(out, torch.zeros(len(out), dtype=torch.long)) if out.ndim == 2 else out.square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    names = [None, *list_attn()]
+    block_inputs = [torch.randn(args.batch, c, s, s) for c, s in STAGES]
+    blocks = {(n, i): BlockWith(c, n) for n in names for i, (c, _) in enumerate(STAGES)}
+    model_names = [n for n in names if n is None or ATTENTION.get(n).placement in ("block", "stage")]
+    models = {n: create_model("resnet20", 10, attn=n, in_chans=1) for n in model_names}
+    image = torch.randn(args.batch, 1, 28, 28)
+    block_times = {k: [] for k in blocks}
+    model_times = {k: [] for k in models}
+    for i, x in enumerate(block_inputs):  # process-level warm-up (thread pool, allocator) before any timing
+        step_time(blocks[(None, i)], x, args.steps)
+    step_time(models[None], image, args.steps)
+    for r in range(args.rounds):
+        for key, block in blocks.items():
+            block_times[key].append(step_time(block, block_inputs[key[1]], args.steps))
+        for key, model in models.items():
+            model_times[key].append(step_time(model, image, args.steps))
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+
+    def median(times: list[float]) -> float:
+        return statistics.median(times)
+
+    print(f"\nbatch {args.batch}, {args.steps} steps × {args.rounds} rounds, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}\n")
+    print("| module | placement | block 16×28² | block 32×14² | block 64×7² | resnet20 step (ms) | resnet20 ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    base_model = median(model_times[None])
+    for n in names:
+        ratios = [median(block_times[(n, i)]) / median(block_times[(None, i)]) for i in range(len(STAGES))]
+        placement = ATTENTION.get(n).placement if n else "-"
+        model_cols = (f"{1000 * median(model_times[n]):.1f} | {median(model_times[n]) / base_model:.2f}"
+                      if n in models else "- | -")
+        print(f"| {n or 'none'} | {placement} | " + " | ".join(f"{r:.2f}" for r in ratios) + f" | {model_cols} |")
+
+
+if __name__ == "__main__":
+    main()
