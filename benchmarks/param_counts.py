@@ -4,12 +4,13 @@
 
 Every model is built with ``create_model(name, 10, in_chans=..., width=..., **kwargs)`` for
 in_chans 1 (Fashion-MNIST) and 3 (CIFAR-10) and widths small (16/32/64) and large (64/128/256).
-ResNet-20 gets the paper's [2, 2, 2] blocks. ``sanet20`` is listed when it is registered.
+ResNet-20 gets the paper's [2, 2, 2] blocks.
 """
 
 from __future__ import annotations
 
-from attnvision import create_model, list_models
+from attnvision import create_model
+from attnvision.profile import count_params
 
 ROWS: list[tuple[str, dict]] = [
     ("resnet20", {"layers": (2, 2, 2), "shortcut": "A"}),
@@ -22,16 +23,13 @@ ROWS: list[tuple[str, dict]] = [
 
 
 def count(name: str, width: str, in_chans: int, kwargs: dict) -> int:
-    model = create_model(name, 10, in_chans=in_chans, width=width, **kwargs)
-    return sum(p.numel() for p in model.parameters())
+    return count_params(create_model(name, 10, in_chans=in_chans, width=width, **kwargs))
 
 
 def main() -> None:
     print("| model | kwargs | small, in_chans 1 | small, in_chans 3 | large, in_chans 1 | large, in_chans 3 |")
     print("|---|---|---:|---:|---:|---:|")
     for name, kwargs in ROWS:
-        if name not in list_models():
-            continue
         counts = [count(name, w, c, kwargs) for w in ("small", "large") for c in (1, 3)]
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "defaults"
         print(f"| {name} | {shown} | " + " | ".join(f"{n:,}" for n in counts) + " |")

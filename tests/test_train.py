@@ -190,3 +190,12 @@ def test_multilabel_training_with_csra_on_scenes(fmnist_dir, tmp_path, monkeypat
     with pytest.raises(ValueError, match="dataset 'fashion-mnist' is single"):
         train(TrainConfig(data_dir=str(fmnist_dir), val_size=100, task="multilabel", out=str(tmp_path / "x")),
               progress=False)
+
+
+def test_demo_prints_the_comparison_table(fmnist_dir, tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--attns", "none,se", "--epochs", "1",
+                                      "--train-subset", "256", "--val-size", "100", "--data-dir", str(fmnist_dir)])
+    assert result.exit_code == 0, result.output
+    assert "test acc" in result.output and "se" in result.output
+    assert str((tmp_path / "demo").resolve()) in result.output.replace("\n", "")
+    assert (tmp_path / "demo" / "se" / "metrics.json").is_file()

@@ -195,6 +195,7 @@ def demo(
     attns: str = typer.Option("none,se,eca,cbam", help="comma-separated attention modules ('none': baseline)"),
     epochs: int = 3,
     train_subset: int = 10000,
+    val_size: int = typer.Option(5000, help="validation images carved from the training set"),
     data_dir: Optional[str] = None,
 ) -> None:
     """A short comparison on Fashion-MNIST: resnet20 baseline vs a few attention modules."""
@@ -202,15 +203,15 @@ def demo(
     from .train import train as run_training
 
     console.print(f"[bold]attnvision demo[/]: resnet20 (small) on Fashion-MNIST, short recipe: "
-                  f"{epochs} epochs on the first {train_subset} training images (a 5,000-image "
+                  f"{epochs} epochs on the first {train_subset} training images (a {val_size:,}-image "
                   "validation split picks the checkpoint; the 10,000 test images are evaluated once). "
                   "Full-length numbers: docs/results.md.", highlight=False)
     rows = []
     try:
         for attn in attns.split(","):
             name = None if attn == "none" else attn
-            cfg = TrainConfig(attn=name, epochs=epochs, train_subset=train_subset, data_dir=data_dir,
-                              out=str(Path(out) / attn))
+            cfg = TrainConfig(attn=name, epochs=epochs, train_subset=train_subset, val_size=val_size,
+                              data_dir=data_dir, out=str(Path(out) / attn))
             console.print(f"\n[bold]{attn}[/] → {cfg.out}", highlight=False)
             rows.append((attn, run_training(cfg, progress=sys.stderr.isatty())))
     except (ValueError, FileNotFoundError, TypeError) as e:
