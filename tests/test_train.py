@@ -199,3 +199,12 @@ def test_demo_prints_the_comparison_table(fmnist_dir, tmp_path):
     assert "test acc" in result.output and "se" in result.output
     assert str((tmp_path / "demo").resolve()) in result.output.replace("\n", "")
     assert (tmp_path / "demo" / "se" / "metrics.json").is_file()
+
+
+def test_bf16_mixed_precision_trains_and_true_precisions_are_refused(fmnist_dir, tmp_path):
+    metrics = train(replace(tiny_config(fmnist_dir, tmp_path / "run"), epochs=1, precision="bf16-mixed"),
+                    progress=False)
+    assert 0 <= metrics["test"]["acc"] <= 100 and metrics["final"]["train_loss"] > 0
+    assert evaluate_checkpoint(tmp_path / "run" / "best.pt")["acc"] == pytest.approx(metrics["test"]["acc"])
+    with pytest.raises(ValueError, match="unknown precision 'bf16-true'"):
+        train(replace(tiny_config(fmnist_dir, tmp_path / "x"), precision="bf16-true"), progress=False)

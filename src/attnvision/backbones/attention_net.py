@@ -27,6 +27,7 @@ from torch import nn
 
 from ..attention.residual_attention import PreActBottleneck, ResidualAttentionModule
 from ..heads import create_head
+from .common import check_input
 
 STEM_WIDTH = 16
 WIDTHS = (64, 128, 256)
@@ -60,11 +61,7 @@ class AttentionNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"model expects input (B, {self.in_chans}, H, W) but got {tuple(x.shape)}: "
-                f"build it with in_chans={x.shape[1] if x.ndim == 4 else '?'} or convert the images"
-            )
+        check_input(x, self.in_chans)
         return self.final_act(self.stages(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from .resnet import CIFAR_WIDTHS, BasicBlock, ResNet
+from .resnet import BasicBlock, ResNet, cifar_widths
 
 
 class EVANet(ResNet):
@@ -50,7 +50,5 @@ def evanet20(num_classes: int, width: str = "small", layers: Sequence[int] = (2,
     if head != "eva":
         raise ValueError(f"evanet20 always uses the EVA head, got head='{head}': use resnet20 with "
                          f"layers=(2, 2, 2) for other heads")
-    if width not in CIFAR_WIDTHS:
-        raise ValueError(f"unknown width '{width}'; valid: {', '.join(CIFAR_WIDTHS)}")
-    return EVANet(BasicBlock, list(layers), CIFAR_WIDTHS[width], num_classes, stem="cifar",
+    return EVANet(BasicBlock, list(layers), cifar_widths(width), num_classes, stem="cifar",
                   head="eva", head_kw=head_kw, shortcut=shortcut, **kw)

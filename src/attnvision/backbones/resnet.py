@@ -31,6 +31,7 @@ from torch import nn
 
 from ..attention import ATTENTION, create_attn
 from ..heads import create_head
+from .common import check_input
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -180,11 +181,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"model expects input (B, {self.in_chans}, H, W) but got {tuple(x.shape)}: "
-                f"build it with in_chans={x.shape[1] if x.ndim == 4 else '?'} or convert the images"
-            )
+        check_input(x, self.in_chans)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for i in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{i}")(x)
@@ -199,13 +196,18 @@ class ResNet(nn.Module):
 CIFAR_WIDTHS = {"small": (16, 32, 64), "large": (64, 128, 256)}
 
 
+def cifar_widths(width: str) -> tuple[int, int, int]:
+    """Stage widths of a CIFAR ResNet: "small" 16/32/64 or "large" 64/128/256."""
+    if width not in CIFAR_WIDTHS:
+        raise ValueError(f"unknown width '{width}'; valid: {', '.join(CIFAR_WIDTHS)}")
+    return CIFAR_WIDTHS[width]
+
+
 def cifar_resnet(depth: int, num_classes: int, width: str = "small", layers: Sequence[int] | None = None,
                  **kw) -> ResNet:
     """CIFAR ResNet of depth 6n+2 with BasicBlocks (``layers`` overrides the n per stage)."""
-    if width not in CIFAR_WIDTHS:
-        raise ValueError(f"unknown width '{width}'; valid: {', '.join(CIFAR_WIDTHS)}")
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, list(layers or [n] * 3), CIFAR_WIDTHS[width], num_classes, stem="cifar", **kw)
+    return ResNet(BasicBlock, list(layers or [n] * 3), cifar_widths(width), num_classes, stem="cifar", **kw)
 
 
 IMAGENET_LAYOUTS = {

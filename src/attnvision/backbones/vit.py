@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..heads import create_head
+from .common import check_input
 
 
 class Attention(nn.Module):
@@ -158,11 +159,7 @@ class VisionTransformer(nn.Module):
         return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"model expects input (B, {self.in_chans}, H, W) but got {tuple(x.shape)}: "
-                f"build it with in_chans={x.shape[1] if x.ndim == 4 else '?'} or convert the images"
-            )
+        check_input(x, self.in_chans)
         h, w = x.shape[2:]
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"input {h}x{w} is not a multiple of the patch size {self.patch_size}: "

@@ -70,3 +70,18 @@ def split_train_val(train: Split, val_size: int, seed: int) -> tuple[Split, Spli
                          f"{val_size}: pass a smaller --val-size")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.subset(perm[val_size:].sort().values), train.subset(perm[:val_size].sort().values)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std on the [0, 1] scale of uint8 (N, C, H, W).
+
+    Exact, from a 256-bin histogram per channel, so no float copy of the images is made."""
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        p = torch.bincount(images[:, c].flatten(), minlength=256).double()
+        p /= p.sum()
+        mean = (p * levels).sum()
+        means.append(mean.item())
+        stds.append((p * (levels - mean) ** 2).sum().sqrt().item())
+    return tuple(means), tuple(stds)

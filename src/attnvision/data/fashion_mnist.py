@@ -86,16 +86,22 @@ def find_dir(data_dir: str | Path | None) -> Path:
     return cache
 
 
-def load_fashion_mnist(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0) -> DatasetBundle:
-    """Train (60000 − ``val_size``) / val (``val_size``, seeded) / test (10000); uint8 (N, 1, 28, 28)."""
-    root = find_dir(data_dir)
+def read_splits(root: Path) -> dict[str, Split]:
+    """The official train and test splits in ``root``: uint8 (N, 1, 28, 28) images, int64 labels."""
     arrays = {k: read_idx(root / f) for k, f in FILES.items()}
     splits = {}
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        if images.shape[1:] != (28, 28) or labels.shape != images.shape[:1] or (labels >= len(CLASSES)).any():
             raise ValueError(f"{root}: {FILES[part + '_images']} {images.shape} and {FILES[part + '_labels']} "
-                             f"{labels.shape} are not N images with N labels; replace them with the official files")
+                             f"{labels.shape} are not N 28x28 images with N labels in 0..9; "
+                             "replace them with the official Fashion-MNIST files")
         splits[part] = Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+    return splits
+
+
+def load_fashion_mnist(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0) -> DatasetBundle:
+    """Train (60000 − ``val_size``) / val (``val_size``, seeded) / test (10000); uint8 (N, 1, 28, 28)."""
+    splits = read_splits(find_dir(data_dir))
     train, val = split_train_val(splits["train"], val_size, seed)
     return DatasetBundle("fashion-mnist", train, val, splits["test"], CLASSES, MEAN, STD)

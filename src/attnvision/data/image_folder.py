@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .base import DatasetBundle, Split, split_train_val
+from .base import DatasetBundle, Split, channel_stats, split_train_val
 from .images import load_images
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -52,21 +52,6 @@ def _read_split(split_dir: Path, classes: dict[str, list[Path]], class_index: di
     files = [(path, class_index[name]) for name, paths in classes.items() for path in paths]
     images = load_images([path for path, _ in files], size, mode)
     return Split(images, torch.tensor([label for _, label in files], dtype=torch.int64))
-
-
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std on the [0, 1] scale of uint8 (N, C, H, W).
-
-    Exact, from a 256-bin histogram per channel, so no float copy of the images is made."""
-    levels = torch.arange(256, dtype=torch.float64) / 255
-    means, stds = [], []
-    for c in range(images.shape[1]):
-        p = torch.bincount(images[:, c].flatten(), minlength=256).double()
-        p /= p.sum()
-        mean = (p * levels).sum()
-        means.append(mean.item())
-        stds.append((p * (levels - mean) ** 2).sum().sqrt().item())
-    return tuple(means), tuple(stds)
 
 
 def load_image_folder(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0,

@@ -31,15 +31,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..checkpoint import atomic_torch_save, read_torch_file
-from .base import DatasetBundle, Split, split_train_val
+from .base import DatasetBundle, Split, channel_stats, split_train_val
 from .download import cache_root
-from .fashion_mnist import CLASSES, FILES, find_dir, read_idx
-from .image_folder import channel_stats
+from .fashion_mnist import CLASSES, find_dir, read_splits
 
 CANVAS_SIZES = (64, 112)  # smallest and largest canvas_size
 ITEMS = (1, 4)  # fewest and most items per canvas
@@ -101,19 +99,14 @@ def first_true(mask: torch.Tensor) -> torch.Tensor:
 
 
 def read_sources(data_dir: str | Path | None) -> tuple[dict[str, torch.Tensor], str]:
-    """Fashion-MNIST images and labels of both splits, and a hash of their contents."""
-    root = find_dir(data_dir)
-    arrays = {key: read_idx(root / name) for key, name in FILES.items()}
+    """Fashion-MNIST images (N, 28, 28) and labels of both splits, and a hash of their contents."""
+    splits = read_splits(find_dir(data_dir))
+    tensors = {}
+    for part, split in splits.items():
+        tensors[f"{part}_images"], tensors[f"{part}_labels"] = split.images[:, 0], split.targets
     digest = hashlib.blake2b(digest_size=16)
-    for key in sorted(arrays):
-        digest.update(arrays[key].tobytes())
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        if images.shape[1:] != (28, 28) or labels.shape != images.shape[:1] or (labels >= len(CLASSES)).any():
-            raise ValueError(f"{root}: {FILES[part + '_images']} {images.shape} and {FILES[part + '_labels']} "
-                             f"{labels.shape} are not N 28x28 images with N labels in 0..9; "
-                             "replace them with the official Fashion-MNIST files")
-    tensors = {key: torch.from_numpy(a.astype(np.int64) if "labels" in key else a.copy()) for key, a in arrays.items()}
+    for key in sorted(tensors):
+        digest.update(tensors[key].numpy().tobytes())
     return tensors, digest.hexdigest()
 
 
