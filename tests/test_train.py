@@ -208,3 +208,20 @@ def test_bf16_mixed_precision_trains_and_true_precisions_are_refused(fmnist_dir,
     assert evaluate_checkpoint(tmp_path / "run" / "best.pt")["acc"] == pytest.approx(metrics["test"]["acc"])
     with pytest.raises(ValueError, match="unknown precision 'bf16-true'"):
         train(replace(tiny_config(fmnist_dir, tmp_path / "x"), precision="bf16-true"), progress=False)
+
+
+def test_wrong_input_channels_name_both_numbers():
+    from attnvision import create_model
+
+    model = create_model("resnet20", 10, in_chans=3)
+    with pytest.raises(ValueError, match=r"expects input \(B, 3, H, W\) but got \(2, 1, 28, 28\).*in_chans=1"):
+        model(torch.zeros(2, 1, 28, 28))
+
+
+def test_cli_profile_json():
+    result = CliRunner().invoke(app, ["profile", "--model", "resnet20", "--attn", "eca", "--img-size", "32",
+                                      "--num-classes", "10", "--repeats", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["params"] == 272_474 + 3 * 3 + 3 * 3 + 3 * 3  # ECA adds k=3 weights per block (C=16/32/64)
+    assert report["macs"] > 40e6 and report["latency_ms_b1"] > 0 and report["latency_ms_b32"] > 0
