@@ -152,3 +152,9 @@ def test_profile_model_rejects_bad_sizes():
         profile_model("resnet20", img_size=0, num_classes=10)
     with pytest.raises(ValueError, match="batch_sizes"):
         profile_model("resnet20", img_size=32, num_classes=10, batch_sizes=(0,))
+
+
+def test_macs_of_a_head_that_feeds_parameters_as_inputs():
+    """Query2Label passes its label queries (parameters) into decoder layers; counting must work."""
+    model = create_model("resnet20", 5, in_chans=1, head="query2label")
+    assert count_macs(model, (1, 28, 28)) > count_macs(create_model("resnet20", 5, in_chans=1), (1, 28, 28))

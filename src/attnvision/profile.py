@@ -63,7 +63,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """MACs of one forward pass of a (1, *input_size) input, e.g. ``input_size=(3, 224, 224)``.
 
     See the module docstring for what is counted. The input is zeros on the model's device and
-    dtype; the model runs in eval mode without gradients and gets its previous mode back. A model
+    dtype; the model runs in eval mode and gets its previous mode back. A model
     built under ``torch.device("meta")`` is counted from shapes alone, without memory or compute.
     """
     if not input_size or not all(isinstance(s, int) and s > 0 for s in input_size):
@@ -75,7 +75,10 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     x = torch.zeros(1, *input_size, device=param.device if param is not None else "cpu",
                     dtype=param.dtype if param is not None else torch.float32)
     counter = FlopCounterMode(display=False, custom_mapping=_CPU_SDPA)
-    with _eval_mode(model), torch.no_grad(), counter:
+    # Gradients stay enabled: FlopCounterMode's module tracker hooks every module input that
+    # requires grad, and under no_grad that fails for a parameter passed as an input
+    # (Query2Label's label queries), "Expected gradient function to be set".
+    with _eval_mode(model), counter:
         model(x)
     return counter.get_total_flops() // 2
 
