@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The issue-2 results grid: resnet20 (small) on Fashion-MNIST, one recipe, with each attention module.
 #   bash benchmarks/fmnist_attention.sh [seed ...]         (default seed: 0; ATTNS="se cbam" to pick modules)
+# PRECISION=32-true trains in float32 instead of bf16-mixed: faster on CPUs without AMX.
 # Trains into runs/fmnist-attention/<attn>-s<seed>/ (resuming an interrupted run) and copies each
 # finished run's metrics.json and log.csv to docs/runs/fmnist-attention/, which the table in
 # docs/results.md is made from (runs already there are skipped):
@@ -8,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ATTNS=${ATTNS:-"none se eca cbam bam eca_cbam eca_cbam_parallel"}
+PRECISION=${PRECISION:-bf16-mixed}
 for seed in ${@:-0}; do
   for attn in $ATTNS; do
     name=$attn-s$seed
@@ -18,7 +20,7 @@ for seed in ${@:-0}; do
     [ "$attn" != none ] && args=(--attn "$attn")
     if [ -f "$out/last.pt" ]; then resume=(--resume "$out"); else resume=(); fi
     .venv/bin/attnvision train --data fashion-mnist --model resnet20 "${args[@]}" --epochs 30 --batch-size 128 \
-      --lr 0.1 --weight-decay 5e-4 --warmup-epochs 1 --precision bf16-mixed --seed "$seed" --no-progress \
+      --lr 0.1 --weight-decay 5e-4 --warmup-epochs 1 --precision "$PRECISION" --seed "$seed" --no-progress \
       --out "$out" "${resume[@]}"
     mkdir -p "$kept" && cp "$out/metrics.json" "$out/log.csv" "$kept/"
   done

@@ -12,31 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from attnvision import create_model
+from attnvision.profile import train_step_time
 
 SETUPS = (("resnet50", 3, 224, 20, 8), ("resnet20", 1, 64, 10, 64))
 HEADS = (("gap", {}), ("csra", {"heads": 1}), ("csra", {"heads": 8}), ("query2label", {}))
-
-
-def step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        loss = F.binary_cross_entropy_with_logits(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -51,11 +35,15 @@ def main() -> None:
     for name, chans, size, classes, batch in SETUPS:
         x = torch.randn(batch, chans, size, size)
         y = (torch.rand(batch, classes) < 0.2).float()
-        models = [create_model(name, classes, in_chans=chans, head=head, head_kw=kw).train() for head, kw in HEADS]
+        models = [create_model(name, classes, in_chans=chans, head=head, head_kw=kw) for head, kw in HEADS]
         times = [[] for _ in models]
+
+        def loss(out: torch.Tensor) -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(out, y)
+
         for _ in range(args.rounds):
             for i, model in enumerate(models):
-                times[i].append(step_time(model, x, y, args.steps))
+                times[i].append(train_step_time(model, x, loss, args.steps))
         base = statistics.median(times[0])
         for (head, kw), t in zip(HEADS, times):
             label = head + (f" ({kw['heads']} heads)" if kw else "")

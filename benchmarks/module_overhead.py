@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from torch import nn
 from attnvision import create_attn, create_model, list_attn
 from attnvision.attention import ATTENTION
 from attnvision.backbones.resnet import BasicBlock
+from attnvision.profile import train_step_time
 
 STAGES = ((16, 28), (32, 14), (64, 7))
 
@@ -45,22 +45,9 @@ class BlockWith(nn.Module):
         return self.after(self.block(x))
 
 
-def step_time(model: nn.Module, x: torch.Tensor, steps: int) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
-
-    def step() -> None:
-        out = model(x)
-        loss = F.cross_entropy(out, torch.zeros(len(out), dtype=torch.long)) if out.ndim == 2 else out.square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+def loss(out: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for a model's logits, a square loss for a block's feature map."""
+    return F.cross_entropy(out, torch.zeros(len(out), dtype=torch.long)) if out.ndim == 2 else out.square().mean()
 
 
 def main() -> None:
@@ -79,13 +66,13 @@ def main() -> None:
     block_times = {k: [] for k in blocks}
     model_times = {k: [] for k in models}
     for i, x in enumerate(block_inputs):  # process-level warm-up (thread pool, allocator) before any timing
-        step_time(blocks[(None, i)], x, args.steps)
-    step_time(models[None], image, args.steps)
+        train_step_time(blocks[(None, i)], x, loss, args.steps)
+    train_step_time(models[None], image, loss, args.steps)
     for r in range(args.rounds):
         for key, block in blocks.items():
-            block_times[key].append(step_time(block, block_inputs[key[1]], args.steps))
+            block_times[key].append(train_step_time(block, block_inputs[key[1]], loss, args.steps))
         for key, model in models.items():
-            model_times[key].append(step_time(model, image, args.steps))
+            model_times[key].append(train_step_time(model, image, loss, args.steps))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     def median(times: list[float]) -> float:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnvision import create_model
-from attnvision.profile import MACS_CONVENTION, count_macs, count_params, measure_latency, profile_model
+from attnvision.profile import (MACS_CONVENTION, count_macs, count_params, measure_latency, profile_model,
+                                train_step_time)
 
 
 class ConvLinear(nn.Module):
@@ -123,6 +124,16 @@ def test_measure_latency_positive_and_mode_handling():
 def test_measure_latency_rejects_bad_counts(kw):
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(ModeProbe(), torch.randn(1, 4), **kw)
+
+
+def test_train_step_time_trains_the_model():
+    model = nn.Linear(4, 2).eval()
+    before = model.weight.detach().clone()
+    seconds = train_step_time(model, torch.randn(3, 4), lambda out: out.square().mean(), steps=2)
+    assert isinstance(seconds, float) and seconds > 0
+    assert model.training and not torch.equal(model.weight, before)  # 1 warm-up + 2 timed SGD steps
+    with pytest.raises(ValueError, match="steps"):
+        train_step_time(model, torch.randn(3, 4), lambda out: out.sum(), steps=0)
 
 
 def test_profile_model_small_resnet():

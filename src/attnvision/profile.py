@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -108,6 +108,31 @@ def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats:
             sync()
             times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def train_step_time(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                    steps: int = 10) -> float:
+    """Mean wall-clock seconds of one training step of ``model`` on batch ``x``: forward,
+    ``loss_fn(model(x))``, backward and an SGD-momentum update, after one untimed warm-up step.
+
+    The model is put in train mode and its parameters are updated. For ratios between models,
+    interleave repeated calls so that drift on a shared machine hits every model alike."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        loss = loss_fn(model(x))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
 
 
 def _device_name(device: torch.device) -> str:
