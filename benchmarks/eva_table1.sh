@@ -2,20 +2,32 @@
 # The EVA paper's Table 1 comparison on Fashion-MNIST (issue 3): ResNet-20 vs SANet-20 vs EVANet-20,
 # [2,2,2] BasicBlocks, option-A shortcuts, one recipe for all three.
 #   bash benchmarks/eva_table1.sh [small|large] [seed ...]      (defaults: small, seeds 0 1 2)
-# Writes runs/eva-table1-<width>/<model>-s<seed>/; summarise with
-#   .venv/bin/python benchmarks/results_table.py runs/eva-table1-<width>
+# The recipe is 30 epochs on the whole training split in bf16-mixed; a shorter one for a CPU budget:
+#   EPOCHS=12 TRAIN_SUBSET=20000 PRECISION=32-true bash benchmarks/eva_table1.sh small
+# (float32 is the faster precision on CPUs without AMX). Writes runs/eva-table1-<width><tag>/<model>-s<seed>/,
+# where <tag> names a shortened recipe (e.g. -e12-n20000), and copies each finished run's metrics.json
+# and log.csv to docs/runs/ (runs already there are skipped); summarise with
+#   .venv/bin/python benchmarks/results_table.py docs/runs/eva-table1-<width><tag>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 width=${1:-small}
 shift || true
+EPOCHS=${EPOCHS:-30}
+PRECISION=${PRECISION:-bf16-mixed}
+tag=""
+[ "$EPOCHS" != 30 ] && tag="$tag-e$EPOCHS"
+subset=()
+[ -n "${TRAIN_SUBSET:-}" ] && subset=(--train-subset "$TRAIN_SUBSET") && tag="$tag-n$TRAIN_SUBSET"
 for seed in ${@:-0 1 2}; do
   for model in resnet20 sanet20 evanet20; do
-    out=runs/eva-table1-$width/$model-s$seed
-    [ -f "$out/metrics.json" ] && continue
+    out=runs/eva-table1-$width$tag/$model-s$seed
+    kept=docs/runs/eva-table1-$width$tag/$model-s$seed
+    [ -f "$kept/metrics.json" ] && continue
     if [ -f "$out/last.pt" ]; then resume=(--resume "$out"); else resume=(); fi
     .venv/bin/attnvision train --data fashion-mnist --model "$model" --width "$width" \
       --model-kw '{"layers": [2, 2, 2], "shortcut": "A"}' --optimizer adamw --lr 1e-3 --weight-decay 0.05 \
-      --batch-size 150 --epochs 30 --warmup-epochs 1 --precision bf16-mixed --seed "$seed" --no-progress \
-      --out "$out" "${resume[@]}"
+      --batch-size 150 --epochs "$EPOCHS" --warmup-epochs 1 --precision "$PRECISION" "${subset[@]}" --seed "$seed" \
+      --no-progress --out "$out" "${resume[@]}"
+    mkdir -p "$kept" && cp "$out/metrics.json" "$out/log.csv" "$kept/"
   done
 done

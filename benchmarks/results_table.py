@@ -4,7 +4,8 @@
 
 Rows group runs by their folder name without its ``-s<seed>`` suffix (e.g. ``cbam-s0``, ``cbam-s1``
 → ``cbam``); the std is the sample std over seeds (n ≥ 2).
-The score is the test metric of each run's best-validation checkpoint.
+The score is the test metric of each run's best-validation checkpoint (multi-label runs add CF1
+and OF1); s / epoch is the training time divided by the epochs, evaluation excluded.
 """
 
 from __future__ import annotations
@@ -32,19 +33,23 @@ def main() -> None:
         groups[re.sub(r"-s\d+$", "", path.parent.name)].append(json.loads(path.read_text()))
     if not groups:
         raise SystemExit(f"no */metrics.json under {args.folder}")
-    metric = next(iter(groups.values()))[0]["selection_metric"]
-    print(f"| run | model | attention | head | params | MMACs | test {metric} (%) | best val {metric} (%) | seeds "
-          "| train time / run (min) | train img/s |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    first = next(iter(groups.values()))[0]
+    metric = first["selection_metric"]
+    # Multi-label runs also show the F1 scores at threshold 0.5 (CSRA's tables report them with mAP).
+    extra = ("CF1", "OF1") if first["task"] == "multilabel" else ()
+    print(f"| run | model | attention | head | params | MMACs | test {metric} (%) | "
+          + "".join(f"test {k} (%) | " for k in extra)
+          + f"best val {metric} (%) | seeds | train time / run (min) | s / epoch | train img/s |")
+    print("|---|---|---|---|---:|---:|---:|" + "---:|" * len(extra) + "---:|---:|---:|---:|---:|")
     for name, runs in groups.items():
         m = runs[0]
         print(f"| {name} | {m['model']} | {m['attn'] or 'none'} | {m['head'] or 'default'} | {m['params']:,} "
               f"| {m['macs'] / 1e6:.2f} "
-              f"| {mean_std([r['test'][metric] for r in runs])} "
-              f"| {mean_std([r['best_val'][f'val_{metric}'] for r in runs])} | {len(runs)} "
+              + "".join(f"| {mean_std([r['test'][k] for r in runs])} " for k in (metric, *extra))
+              + f"| {mean_std([r['best_val'][f'val_{metric}'] for r in runs])} | {len(runs)} "
               f"| {statistics.mean(r['train_time_s'] for r in runs) / 60:.1f} "
+              f"| {statistics.mean(r['train_time_s'] / r['epochs'] for r in runs):.0f} "
               f"| {statistics.mean(r['images_per_s'] for r in runs):.0f} |")
-
 
 if __name__ == "__main__":
     main()

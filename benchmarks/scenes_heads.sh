@@ -2,8 +2,9 @@
 # Multi-label heads on Fashion-MNIST scenes (issue 4): GAP vs CSRA (H = 1, 4, 8) vs Query2Label on
 # resnet20 (small), one recipe (the CSRA paper's: head LR 10× the backbone's, warm-up, step decay).
 #   bash benchmarks/scenes_heads.sh [seed ...]        (default seeds: 0 1 2)
-# Writes runs/scenes-heads/<head>-s<seed>/; summarise with
-#   .venv/bin/python benchmarks/results_table.py runs/scenes-heads
+# Writes runs/scenes-heads/<head>-s<seed>/ and copies each finished run's metrics.json and log.csv to
+# docs/runs/scenes-heads/ (runs already there are skipped); summarise with
+#   .venv/bin/python benchmarks/results_table.py docs/runs/scenes-heads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 declare -A HEAD_ARGS=(
@@ -16,11 +17,13 @@ declare -A HEAD_ARGS=(
 for seed in ${@:-0 1 2}; do
   for name in gap csra1 csra4 csra8 query2label; do
     out=runs/scenes-heads/$name-s$seed
-    [ -f "$out/metrics.json" ] && continue
+    kept=docs/runs/scenes-heads/$name-s$seed
+    [ -f "$kept/metrics.json" ] && continue
     if [ -f "$out/last.pt" ]; then resume=(--resume "$out"); else resume=(); fi
     # shellcheck disable=SC2086
     .venv/bin/attnvision train --task multilabel --data fashion-mnist-scenes --model resnet20 ${HEAD_ARGS[$name]} \
       --lr 0.01 --head-lr 0.1 --batch-size 128 --epochs 20 --warmup-epochs 1 --schedule step --step-epochs 8 \
       --precision bf16-mixed --seed "$seed" --no-progress --out "$out" "${resume[@]}"
+    mkdir -p "$kept" && cp "$out/metrics.json" "$out/log.csv" "$kept/"
   done
 done
