@@ -3,9 +3,9 @@
 # [2,2,2] BasicBlocks, option-A shortcuts, one recipe for all three.
 #   bash benchmarks/eva_table1.sh [small|large] [seed ...]      (defaults: small, seeds 0 1 2)
 # The recipe is 30 epochs on the whole training split in bf16-mixed; a shorter one for a CPU budget:
-#   EPOCHS=12 TRAIN_SUBSET=20000 PRECISION=32-true bash benchmarks/eva_table1.sh small
+#   EPOCHS=10 TRAIN_SUBSET=15000 PRECISION=32-true bash benchmarks/eva_table1.sh small
 # (float32 is the faster precision on CPUs without AMX). Writes runs/eva-table1-<width><tag>/<model>-s<seed>/,
-# where <tag> names a shortened recipe (e.g. -e12-n20000), and copies each finished run's metrics.json
+# where <tag> names a shortened recipe (e.g. -e10-n15000), and copies each finished run's metrics.json
 # and log.csv to docs/runs/ (runs already there are skipped); summarise with
 #   .venv/bin/python benchmarks/results_table.py docs/runs/eva-table1-<width><tag>
 set -euo pipefail
