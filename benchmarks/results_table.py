@@ -51,5 +51,6 @@ def main() -> None:
               f"| {statistics.mean(r['train_time_s'] / r['epochs'] for r in runs):.0f} "
               f"| {statistics.mean(r['images_per_s'] for r in runs):.0f} |")
 
+
 if __name__ == "__main__":
     main()
