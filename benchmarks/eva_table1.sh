@@ -10,6 +10,7 @@
 #   .venv/bin/python benchmarks/results_table.py docs/runs/eva-table1-<width><tag>
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/train_kept.sh
 width=${1:-small}
 shift || true
 EPOCHS=${EPOCHS:-30}
@@ -20,14 +21,9 @@ subset=()
 [ -n "${TRAIN_SUBSET:-}" ] && subset=(--train-subset "$TRAIN_SUBSET") && tag="$tag-n$TRAIN_SUBSET"
 for seed in ${@:-0 1 2}; do
   for model in resnet20 sanet20 evanet20; do
-    out=runs/eva-table1-$width$tag/$model-s$seed
-    kept=docs/runs/eva-table1-$width$tag/$model-s$seed
-    [ -f "$kept/metrics.json" ] && continue
-    if [ -f "$out/last.pt" ]; then resume=(--resume "$out"); else resume=(); fi
-    .venv/bin/attnvision train --data fashion-mnist --model "$model" --width "$width" \
-      --model-kw '{"layers": [2, 2, 2], "shortcut": "A"}' --optimizer adamw --lr 1e-3 --weight-decay 0.05 \
-      --batch-size 150 --epochs "$EPOCHS" --warmup-epochs 1 --precision "$PRECISION" "${subset[@]}" --seed "$seed" \
-      --no-progress --out "$out" "${resume[@]}"
-    mkdir -p "$kept" && cp "$out/metrics.json" "$out/log.csv" "$kept/"
+    train_kept "runs/eva-table1-$width$tag/$model-s$seed" "docs/runs/eva-table1-$width$tag/$model-s$seed" \
+      --data fashion-mnist --model "$model" --width "$width" --model-kw '{"layers": [2, 2, 2], "shortcut": "A"}' \
+      --optimizer adamw --lr 1e-3 --weight-decay 0.05 --batch-size 150 --epochs "$EPOCHS" --warmup-epochs 1 \
+      --precision "$PRECISION" "${subset[@]}" --seed "$seed"
   done
 done

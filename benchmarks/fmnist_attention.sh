@@ -8,20 +8,15 @@
 #   .venv/bin/python benchmarks/results_table.py docs/runs/fmnist-attention
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/train_kept.sh
 ATTNS=${ATTNS:-"none se eca cbam bam eca_cbam eca_cbam_parallel"}
 PRECISION=${PRECISION:-bf16-mixed}
 for seed in ${@:-0}; do
   for attn in $ATTNS; do
-    name=$attn-s$seed
-    out=runs/fmnist-attention/$name
-    kept=docs/runs/fmnist-attention/$name
-    [ -f "$kept/metrics.json" ] && continue
     args=()
     [ "$attn" != none ] && args=(--attn "$attn")
-    if [ -f "$out/last.pt" ]; then resume=(--resume "$out"); else resume=(); fi
-    .venv/bin/attnvision train --data fashion-mnist --model resnet20 "${args[@]}" --epochs 30 --batch-size 128 \
-      --lr 0.1 --weight-decay 5e-4 --warmup-epochs 1 --precision "$PRECISION" --seed "$seed" --no-progress \
-      --out "$out" "${resume[@]}"
-    mkdir -p "$kept" && cp "$out/metrics.json" "$out/log.csv" "$kept/"
+    train_kept "runs/fmnist-attention/$attn-s$seed" "docs/runs/fmnist-attention/$attn-s$seed" \
+      --data fashion-mnist --model resnet20 "${args[@]}" --epochs 30 --batch-size 128 --lr 0.1 \
+      --weight-decay 5e-4 --warmup-epochs 1 --precision "$PRECISION" --seed "$seed"
   done
 done

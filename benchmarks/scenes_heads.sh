@@ -7,6 +7,7 @@
 #   .venv/bin/python benchmarks/results_table.py docs/runs/scenes-heads
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/train_kept.sh
 declare -A HEAD_ARGS=(
   [gap]="--head gap"
   [csra1]="--head csra --heads 1 --lam 0.1"
@@ -16,14 +17,10 @@ declare -A HEAD_ARGS=(
 )
 for seed in ${@:-0 1 2}; do
   for name in gap csra1 csra4 csra8 query2label; do
-    out=runs/scenes-heads/$name-s$seed
-    kept=docs/runs/scenes-heads/$name-s$seed
-    [ -f "$kept/metrics.json" ] && continue
-    if [ -f "$out/last.pt" ]; then resume=(--resume "$out"); else resume=(); fi
     # shellcheck disable=SC2086
-    .venv/bin/attnvision train --task multilabel --data fashion-mnist-scenes --model resnet20 ${HEAD_ARGS[$name]} \
-      --lr 0.01 --head-lr 0.1 --batch-size 128 --epochs 20 --warmup-epochs 1 --schedule step --step-epochs 8 \
-      --precision bf16-mixed --seed "$seed" --no-progress --out "$out" "${resume[@]}"
-    mkdir -p "$kept" && cp "$out/metrics.json" "$out/log.csv" "$kept/"
+    train_kept "runs/scenes-heads/$name-s$seed" "docs/runs/scenes-heads/$name-s$seed" \
+      --task multilabel --data fashion-mnist-scenes --model resnet20 ${HEAD_ARGS[$name]} --lr 0.01 --head-lr 0.1 \
+      --batch-size 128 --epochs 20 --warmup-epochs 1 --schedule step --step-epochs 8 --precision bf16-mixed \
+      --seed "$seed"
   done
 done
