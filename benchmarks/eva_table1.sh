@@ -13,12 +13,7 @@ cd "$(dirname "$0")/.."
 source benchmarks/train_kept.sh
 width=${1:-small}
 shift || true
-EPOCHS=${EPOCHS:-30}
-PRECISION=${PRECISION:-bf16-mixed}
-tag=""
-[ "$EPOCHS" != 30 ] && tag="$tag-e$EPOCHS"
-subset=()
-[ -n "${TRAIN_SUBSET:-}" ] && subset=(--train-subset "$TRAIN_SUBSET") && tag="$tag-n$TRAIN_SUBSET"
+short_recipe 30
 for seed in ${@:-0 1 2}; do
   for model in resnet20 sanet20 evanet20; do
     train_kept "runs/eva-table1-$width$tag/$model-s$seed" "docs/runs/eva-table1-$width$tag/$model-s$seed" \

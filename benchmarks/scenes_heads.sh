@@ -13,12 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/train_kept.sh
-EPOCHS=${EPOCHS:-20}
-PRECISION=${PRECISION:-bf16-mixed}
-tag=""
-[ "$EPOCHS" != 20 ] && tag="$tag-e$EPOCHS"
-subset=()
-[ -n "${TRAIN_SUBSET:-}" ] && subset=(--train-subset "$TRAIN_SUBSET") && tag="$tag-n$TRAIN_SUBSET"
+short_recipe 20
 declare -A HEAD_ARGS=(
   [gap]="--head gap"
   [csra1-lam0]="--head csra --heads 1 --lam 0"  # ablation: GAP with CSRA's bias-free normalised classifier

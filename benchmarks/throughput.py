@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/throughput.py [--images 12800] [--repeats 3] [--data fashion-mnist-scenes]
 
 Both sides train resnet20 (small) on Fashion-MNIST images (or 64×64 scenes) held in memory, batch
-128, SGD with Nesterov momentum, channels_last. The bare loop is the least a training loop can do: slice a
-pre-normalised tensor, forward, loss, backward, step. Our side is ``attnvision.train.train`` (Fabric,
+128, SGD with Nesterov momentum, channels_last. The bare loop is the least a training loop can do:
+slice a pre-normalised tensor, forward, loss, backward, step. Our side is ``attnvision.train.train`` (Fabric,
 batched crop+flip augmentation, LR schedule, NaN checks, progress accounting), whose images/s is
 measured over its training steps only. Each side runs 2 epochs per repeat and is timed on the second
 (warm) epoch; repeats alternate the two sides so that machine drift hits both alike, and the median
