@@ -156,6 +156,60 @@ def boost_cmd(
 
 
 @app.command()
+def explain(
+    checkpoint: str = typer.Option(..., help="best.pt / last.pt of a run"),
+    out: Optional[str] = typer.Option(None, help="output folder (default: explain/ beside the checkpoint)"),
+    method: Optional[str] = typer.Option(
+        None, help="comma-separated: gradcam, attention (the model's own class or spatial map), "
+                   "integrated_gradients, occlusion (default: gradcam, plus attention where the model has its own maps)"),
+    classes: str = typer.Option("present", help="present (ground truth), predicted, all, or comma-separated class names"),
+    split: str = typer.Option("test", help="train, val or test"),
+    images: str = typer.Option("16", help="how many images of the split to explain and score (from the first), or 'all'"),
+    figures: int = typer.Option(16, min=0, help="how many of them get a PNG"),
+    localization: Optional[bool] = typer.Option(None, "--localization/--no-localization",
+                                                help="score maps against the data's boxes (default: when it has boxes)"),
+    tolerance: float = typer.Option(4.0, min=0, help="pointing-game tolerance in pixels (also scored at 0)"),
+    faithfulness_images: int = typer.Option(256, min=0, help="images for deletion/insertion (RISE), from the first"),
+    steps: int = typer.Option(16, min=1, help="deletion/insertion steps"),
+    layer: Optional[str] = typer.Option(None, help="Grad-CAM layer, a module path such as layer2 (default: the head's input)"),
+    batch_size: int = typer.Option(128, min=1, help="images per batch"),
+    data_dir: Optional[str] = None,
+    as_json: bool = typer.Option(False, "--json", help="print the scores as one JSON object"),
+) -> None:
+    """Explain a checkpoint: per-image figures of its maps, and their localisation and faithfulness scores."""
+    from .explain.run import explain_checkpoint
+
+    if images != "all" and not (images.isdigit() and int(images) >= 1):
+        fail(f"--images must be a positive number or 'all', got '{images}'")
+    methods = tuple(m.strip() for m in method.split(",") if m.strip()) if method else None
+    folder = Path(out) if out else Path(checkpoint).parent / "explain"
+    try:
+        result = explain_checkpoint(checkpoint, folder, methods, classes, split, None if images == "all" else int(images),
+                                    figures, localization, tolerance, faithfulness_images, steps, layer, batch_size,
+                                    data_dir)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{result['model']} + {result['attn'] or 'no attention'} ({result['head'] or 'own head'}), "
+                        f"{result['split']} split of {result['data']}")
+    columns = (("pointing_game", f"point ≤{tolerance:g}px"), ("pointing_game_exact", "point 0px"),
+               ("energy_in_box", "energy"), ("relevance_rank", "rank"),
+               ("deletion", "del ↓"), ("insertion", "ins ↑"), ("images_per_s", "img/s"))
+    table.add_column("map")
+    for _, title in columns:
+        table.add_column(title, justify="right")
+    for name, scores in result["methods"].items():
+        table.add_row(name, *(f"{scores[k]:.1f}" if k in scores else "–" for k, _ in columns))
+    console.print(table)
+    console.print(f"{result['images']} images, {result['pairs']} (image, class) pairs ({result['classes']} classes); "
+                  "scores in %: pointing game, energy in box, relevance rank; deletion/insertion AUC on the first "
+                  f"{result['faithfulness_images']} images; random, centre and box are reference maps. "
+                  f"Figures and scores.json: {folder}", highlight=False)
+
+
+@app.command()
 def profile(
     model: str = typer.Option("resnet50", help="model name"),
     attn: Optional[str] = None,

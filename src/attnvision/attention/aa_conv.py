@@ -35,6 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .common import query_pixels
+
 
 class AttentionAugmentedConv(nn.Module):
     """k×k convolution concatenated with 2D relative multi-head self-attention.
@@ -88,7 +90,8 @@ class AttentionAugmentedConv(nn.Module):
         rows, cols = self._relative_terms(q)
         return (rows[..., :, None] + cols[..., None, :]).reshape(b, heads, h * w, h * w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax weights (B, N_h, HW, HW) and values (B, N_h, d_vh, HW) of input x."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"AA-conv expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
                              f"build it with in_channels={x.shape[1] if x.ndim == 4 else '?'}")
@@ -105,6 +108,18 @@ class AttentionAugmentedConv(nn.Module):
         logits = (q.reshape(b, self.heads, h * w, self.dkh) @ k).view(b, self.heads, h, w, h, w)
         # in place and broadcast: no (HW)²-sized copy of either relative term
         logits = logits.add_(rows[..., :, None]).add_(cols[..., None, :]).view(b, self.heads, h * w, h * w)
-        out = logits.softmax(-1) @ v.transpose(2, 3)  # (B, N_h, HW, d_vh)
-        out = out.transpose(2, 3).reshape(b, -1, h, w)
+        return logits.softmax(-1), v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, v = self._attention(x)
+        out = weights @ v.transpose(2, 3)  # (B, N_h, HW, d_vh)
+        out = out.transpose(2, 3).reshape(x.shape[0], -1, *x.shape[2:])
         return torch.cat((self.conv(x), self.proj(out)), 1)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"attention": (B, N_h, Q, H, W)}: the weights of the query points, fractions (Q, 2) of
+        the map (``attention.common.query_pixels``), over all H·W keys."""
+        h, w = x.shape[2:]
+        rows, cols = query_pixels(queries, h, w)
+        weights = self._attention(x)[0][:, :, rows * w + cols]
+        return {"attention": weights.view(*weights.shape[:3], h, w)}

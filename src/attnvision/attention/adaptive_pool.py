@@ -46,8 +46,16 @@ class AdaptivePoolingAttention(nn.Module):
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         return self._mix(x.mean((2, 3)), x.amax((2, 3)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """σ(α_avg · a_avg + α_max · a_max), (B, C) in (0, 1)."""
         z_avg, z_max = x.mean((2, 3)), x.amax((2, 3))
         alpha = self._mix(z_avg, z_max)  # (B, 2)
-        gate = alpha[:, :1] * self.mlp(z_avg) + alpha[:, 1:] * self.mlp(z_max)
-        return x * gate.sigmoid()[:, :, None, None]
+        return (alpha[:, :1] * self.mlp(z_avg) + alpha[:, 1:] * self.mlp(z_max)).sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)[:, :, None, None]
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"channel": the gate (B, C), "mix": α = (α_avg, α_max) (B, 2)}. A channel gate: no
+        spatial map exists."""
+        return {"channel": self.gate(x), "mix": self.weights(x)}

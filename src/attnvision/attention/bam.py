@@ -67,7 +67,8 @@ class BottleneckAttention(nn.Module):
             nn.Conv2d(hidden, 1, 1),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """M(x), (B, C, H, W) in (0, 1)."""
         b, c = x.shape[:2]
         if self.training and b == 1:
             raise ValueError("BAM's channel branch uses BatchNorm1d, which needs more than one sample per "
@@ -75,4 +76,14 @@ class BottleneckAttention(nn.Module):
         m_c = self.channel(x.mean((2, 3))).view(b, c, 1, 1)
         m_s = self.spatial(x)
         logits = m_c + m_s if self.combine == "sum" else m_c * m_s  # broadcast to (B, C, H, W)
-        return x + x * logits.sigmoid()
+        return logits.sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x * self.gate(x)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The 3-D gate M(x) summarised per position and per channel (its means):
+        {"spatial": (B, 1, H, W), "channel": (B, C)}. BAM's M mixes both branches in every entry,
+        so neither summary is a branch on its own."""
+        gate = self.gate(x)
+        return {"channel": gate.mean((2, 3)), "spatial": gate.mean(1, keepdim=True)}

@@ -95,3 +95,8 @@ class CBAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.channel(x)
         return x * self.spatial(x)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"channel": M_c (B, C), "spatial": M_s (B, 1, H, W)} for input x."""
+        channel = self.channel(x)
+        return {"channel": channel.flatten(1), "spatial": self.spatial(x * channel)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 
 def reduced_channels(channels: int, rd_ratio: float, rd_channels: int | None = None) -> int:
     """Hidden width of a bottleneck MLP: ``rd_channels`` if given, else ``channels * rd_ratio``
@@ -11,3 +13,14 @@ def reduced_channels(channels: int, rd_ratio: float, rd_channels: int | None = N
             raise ValueError(f"rd_channels must be ≥ 1, got {rd_channels}")
         return rd_channels
     return max(int(channels * rd_ratio), 1)
+
+
+def query_pixels(queries: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns (Q,) of query points given as fractions (Q, 2) = (y, x) in [0, 1] of an
+    H×W map: pixel ⌊y·H⌋, ⌊x·W⌋, clamped to the map (so 1.0 is the last row or column). Fractions
+    let one set of points address every layer of a network, whatever its resolution."""
+    if queries.ndim != 2 or queries.shape[1] != 2 or not ((queries >= 0) & (queries <= 1)).all():
+        raise ValueError(f"query points must be (Q, 2) fractions (y, x) in [0, 1], got {queries.tolist()}")
+    rows = (queries[:, 0] * height).long().clamp(max=height - 1)
+    cols = (queries[:, 1] * width).long().clamp(max=width - 1)
+    return rows.to(queries.device), cols.to(queries.device)

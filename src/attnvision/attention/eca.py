@@ -65,3 +65,7 @@ class EfficientChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"channel": ω (B, C)} for input x (``attnvision.explain.attention_maps``)."""
+        return {"channel": self.gate(x).flatten(1)}

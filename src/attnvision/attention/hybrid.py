@@ -52,9 +52,18 @@ class EcaCbamSequential(_EcaCbam):
         x = self.channel(x)
         return x * self.spatial(x)
 
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"channel": ω (B, C), "spatial": M_s (B, 1, H, W)} for input x."""
+        omega = self.channel.gate(x)
+        return {"channel": omega.flatten(1), "spatial": self.spatial(x * omega)}
+
 
 class EcaCbamParallel(_EcaCbam):
     """ECA channel gate and CBAM spatial gate both from the input, multiplied. (B, C, H, W) → (B, C, H, W)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.channel.gate(x) * self.spatial(x)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"channel": ω (B, C), "spatial": M_s (B, 1, H, W)} for input x."""
+        return {"channel": self.channel.gate(x).flatten(1), "spatial": self.spatial(x)}

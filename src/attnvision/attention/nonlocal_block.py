@@ -31,10 +31,12 @@ Deviations:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .common import reduced_channels
+from .common import query_pixels, reduced_channels
 
 MODES = ("embedded_gaussian", "dot_product")
 VARIANTS = ("paper", "code")
@@ -86,6 +88,15 @@ class NonLocalBlock(nn.Module):
 
     def affinity(self, x: torch.Tensor) -> torch.Tensor:
         return self._affinity(x, self._keys_values(x)[0])
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"attention": (B, 1, Q, H_j, W_j)}: the pairwise weights f/C(x) of the query points,
+        fractions (Q, 2) of the map, over the key grid (H×W, or ⌈H/2⌉×⌈W/2⌉ with ``sub_sample``).
+        One "head": the block has a single affinity."""
+        h, w = x.shape[2:]
+        rows, cols = query_pixels(queries, h, w)
+        key_grid = (h, w) if self.pool is None else (math.ceil(h / 2), math.ceil(w / 2))
+        return {"attention": self.affinity(x)[:, None, rows * w + cols].unflatten(-1, key_grid)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

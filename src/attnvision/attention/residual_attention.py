@@ -121,3 +121,7 @@ class ResidualAttentionModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pre(x)
         return self.post((1 + self.mask(x)) * self.trunk(x))
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The soft mask M (B, C, H, W) averaged over channels: {"spatial": (B, 1, H, W)}."""
+        return {"spatial": self.mask(self.pre(x)).mean(1, keepdim=True)}

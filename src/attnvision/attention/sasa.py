@@ -66,6 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import query_pixels
+
 
 class SelfAttention2d(nn.Module):
     """SASA layer. (B, in_channels, H, W) → (B, out_channels, H', W'), where H', W' = H, W for
@@ -123,6 +125,32 @@ class SelfAttention2d(nn.Module):
         if self.stride == 2:
             y = F.avg_pool2d(y, 2, ceil_mode=True)
         return y
+
+    def attention_weights(self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The softmax weights of query pixels (rows[q], cols[q]) over the map, computed with an
+        explicit softmax (the forward pass uses the fused kernel and never forms them):
+        (B, N, Q, H, W), zero outside each query's k×k window and the image. Σ_ab w·v_ab is the
+        stride-1 output at the query (tested against the fused path). Costs O(Q·H·W) per head."""
+        b, _, h, w = x.shape
+        n, d, r = self.heads, self.head_dim, self.kernel_size // 2
+        q, k, _ = self.qkv(x).view(b, 3, n, d, h, w).unbind(1)
+        q = q[:, :, :, rows, cols].transpose(2, 3)  # (B, N, Q, d)
+        content = torch.einsum("bnqc,bnchw->bnqhw", q, k) * d ** -0.5
+        row_off = torch.arange(h, device=x.device) - rows[:, None]  # (Q, H): a − i
+        col_off = torch.arange(w, device=x.device) - cols[:, None]  # (Q, W): b − j
+        rel_row = self.rel_row.view(self.kernel_size, n, d // 2)[(row_off.clamp(-r, r) + r)]  # (Q, H, N, d/2)
+        rel_col = self.rel_col.view(self.kernel_size, n, d // 2)[(col_off.clamp(-r, r) + r)]  # (Q, W, N, d/2)
+        row_term = torch.einsum("bnqc,qanc->bnqa", q[..., : d // 2], rel_row)
+        col_term = torch.einsum("bnqc,qonc->bnqo", q[..., d // 2:], rel_col)
+        logits = content + row_term[..., :, None] + col_term[..., None, :]
+        window = (row_off.abs() <= r)[:, :, None] & (col_off.abs() <= r)[:, None, :]  # (Q, H, W)
+        logits = logits.masked_fill(~window, -math.inf)
+        return logits.flatten(3).softmax(-1).view(b, n, len(rows), h, w)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"attention": (B, N, Q, H, W)}: ``attention_weights`` at the query points, fractions
+        (Q, 2) of the input map (``attention.common.query_pixels``)."""
+        return {"attention": self.attention_weights(x, *query_pixels(queries, *x.shape[2:]))}
 
     def _attend(self, x: torch.Tensor, bh: int, bw: int, halo: int) -> torch.Tensor:
         """Stride-1 attention with bh×bw query blocks and a ``halo``-pixel key border.

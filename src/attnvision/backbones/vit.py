@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention.common import query_pixels
 from ..heads import create_head
 from .common import check_input
 
@@ -57,10 +58,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, d = x.shape
+        return self.qkv(x).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d))
+        return self.proj(F.scaled_dot_product_attention(*self._qkv(x)).transpose(1, 2).reshape(b, t, d))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """softmax(q kᵀ / √d_head) with an explicit softmax, (B, heads, T, T): what the fused
+        kernel of ``forward`` applies to v without forming it."""
+        q, k, _ = self._qkv(x)
+        return (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
 
 
 class Mlp(nn.Module):
@@ -158,7 +168,8 @@ class VisionTransformer(nn.Module):
         patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], 1)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens z_0 (B, 1 + h·w, D) with position embeddings, and the patch grid (h, w)."""
         check_input(x, self.in_chans)
         h, w = x.shape[2:]
         if h % self.patch_size or w % self.patch_size:
@@ -167,11 +178,28 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, D, h, w)
         grid = tuple(x.shape[2:])
         tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), x.flatten(2).transpose(1, 2)], 1)
-        tokens = self.norm(self.blocks(tokens + self.position_embedding(grid)))
+        return tokens + self.position_embedding(grid), grid
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, grid = self._embed(x)
+        tokens = self.norm(self.blocks(tokens))
         return tokens[:, 1:].transpose(1, 2).reshape(len(x), -1, *grid)  # class token dropped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"blocks.i.attn.attention": (B, heads, Q, h, w)}: in every block, the weights of the
+        patch tokens at the query points (fractions (Q, 2) of the patch grid) over the patch
+        tokens; the class token's column is left out, so a row sums to 1 minus its weight."""
+        tokens, grid = self._embed(x)
+        rows, cols = query_pixels(queries, *grid)
+        maps = {}
+        for i, block in enumerate(self.blocks):
+            weights = block.attn.weights(block.norm1(tokens))[:, :, 1 + rows * grid[1] + cols, 1:]
+            maps[f"blocks.{i}.attn.attention"] = weights.unflatten(-1, grid)
+            tokens = block(tokens)
+        return maps
 
 
 def vit_tiny(num_classes: int, attn: str | None = None, **kw) -> VisionTransformer:

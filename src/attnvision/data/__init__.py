@@ -12,7 +12,7 @@ from .fashion_mnist import load_fashion_mnist
 from .image_folder import load_image_folder
 from .image_list import load_image_list
 from .loader import TensorLoader
-from .scenes import load_fashion_mnist_scenes
+from .scenes import load_fashion_mnist_scenes, load_fashion_mnist_single_scenes
 from .voc import load_voc2007
 
 DATASETS: Registry = Registry("dataset")
@@ -21,6 +21,7 @@ DATASETS.add("voc2007", load_voc2007)
 DATASETS.add("coco2014", load_coco2014)
 DATASETS.add("image-list", load_image_list)
 DATASETS.add("fashion-mnist-scenes", load_fashion_mnist_scenes)
+DATASETS.add("fashion-mnist-scenes-single", load_fashion_mnist_single_scenes)
 DATASETS.add("cifar10", load_cifar10)
 DATASETS.add("cifar100", load_cifar100)
 DATASETS.add("image-folder", load_image_folder)

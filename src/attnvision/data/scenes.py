@@ -1,7 +1,8 @@
 """Fashion-MNIST scenes: a synthetic multi-label dataset with known object boxes, built from
 Fashion-MNIST (Xiao et al. 2017, ``fashion_mnist.py``) so that it needs no download beyond it.
 
-Each grey canvas of ``canvas_size``² pixels (64 to 112) holds k ~ U{1, …, 4} items. Item j is
+Each grey canvas of ``canvas_size``² pixels (64 to 112) holds k ~ U{items[0], …, items[1]} items
+(default 1 to 4). Item j is
 a Fashion-MNIST image drawn uniformly (with replacement) from the source split, resized
 (bilinear, antialiased) from 28 px to s_j = round(28·u), u ~ U(0.75, 1.5), i.e. 21 to 42 px, and
 placed at a uniform position entirely inside the canvas. Items are composed by pixel-wise max,
@@ -10,6 +11,10 @@ placed at a uniform position entirely inside the canvas. Items are composed by p
 
 so an overlapping item never erases another (Fashion-MNIST items are bright on black).
 Target: multi-hot over the 10 Fashion-MNIST classes present (two items may share a class).
+
+``fashion-mnist-scenes-single`` is the single-label variant for localisation studies of
+single-label models: one item per canvas (``items = (1, 1)``, the same generator), target = that
+item's class index, and its box kept likewise.
 Boxes: ``extras["boxes"][split]`` is a list with one int64 (k, 5) tensor per image, rows
 (x0, y0, x1, y1, class): the tightest box around the item's non-zero pixels after resizing, in
 pixel coordinates with x1, y1 exclusive (the box covers canvas[y0:y1, x0:x1]).
@@ -40,18 +45,20 @@ from .download import cache_root
 from .fashion_mnist import CLASSES, find_dir, read_splits
 
 CANVAS_SIZES = (64, 112)  # smallest and largest canvas_size
-ITEMS = (1, 4)  # fewest and most items per canvas
+ITEMS = (1, 4)  # default fewest and most items per canvas
+MAX_ITEMS = 8
 SCALES = (0.75, 1.5)  # item size range as a multiple of 28 px
 VERSION = 1  # part of the cache key: bump it whenever generation changes
 
 
 def compose_scenes(images: torch.Tensor, labels: torch.Tensor, n: int, canvas_size: int,
-                   generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Build ``n`` scenes from source items ``images`` uint8 (M, 28, 28) with ``labels`` (M,).
+                   generator: torch.Generator, items: tuple[int, int] = ITEMS) -> dict[str, torch.Tensor]:
+    """Build ``n`` scenes of ``items[0]`` to ``items[1]`` items each from source items ``images``
+    uint8 (M, 28, 28) with ``labels`` (M,).
 
     Returns images uint8 (n, 1, S, S), targets float32 (n, 10), boxes int64 (K, 5) of all K items
     in scene order, counts int64 (n,) items per scene (so ``boxes.split(counts.tolist())``)."""
-    counts = torch.randint(ITEMS[0], ITEMS[1] + 1, (n,), generator=generator)
+    counts = torch.randint(items[0], items[1] + 1, (n,), generator=generator)
     scene = torch.repeat_interleave(torch.arange(n), counts)  # (K,) the scene of every item
     k = len(scene)
     source = torch.randint(0, len(images), (k,), generator=generator)
@@ -111,23 +118,23 @@ def read_sources(data_dir: str | Path | None) -> tuple[dict[str, torch.Tensor], 
 
 
 def build_scenes(sources: dict[str, torch.Tensor], canvas_size: int, n_train: int, n_test: int,
-                 scene_seed: int) -> dict[str, dict[str, torch.Tensor]]:
+                 scene_seed: int, items: tuple[int, int] = ITEMS) -> dict[str, dict[str, torch.Tensor]]:
     """Train and test scenes (``compose_scenes`` output per split) plus "stats": the train
     scenes' mean and std, tuples of one float."""
     out = {}
     for offset, (part, n) in enumerate((("train", n_train), ("test", n_test))):
         g = torch.Generator().manual_seed(2 * scene_seed + offset)  # distinct streams per split and seed
-        out[part] = compose_scenes(sources[f"{part}_images"], sources[f"{part}_labels"], n, canvas_size, g)
+        out[part] = compose_scenes(sources[f"{part}_images"], sources[f"{part}_labels"], n, canvas_size, g, items)
     out["stats"] = dict(zip(("mean", "std"), channel_stats(out["train"]["images"])))
     return out
 
 
 def cached_scenes(data_dir: str | Path | None, canvas_size: int, n_train: int, n_test: int,
-                  scene_seed: int) -> dict[str, dict[str, torch.Tensor]]:
+                  scene_seed: int, items: tuple[int, int]) -> dict[str, dict[str, torch.Tensor]]:
     """``build_scenes`` output, read from the cache when built before with the same key."""
     sources, source_hash = read_sources(data_dir)
     params = {"version": VERSION, "canvas_size": canvas_size, "n_train": n_train, "n_test": n_test,
-              "scene_seed": scene_seed, "items": ITEMS, "scales": SCALES, "source": source_hash}
+              "scene_seed": scene_seed, "items": list(items), "scales": SCALES, "source": source_hash}
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_root() / "fashion-mnist-scenes" / f"scenes-{canvas_size}px-{key}.pt"
     if path.is_file():
@@ -135,23 +142,28 @@ def cached_scenes(data_dir: str | Path | None, canvas_size: int, n_train: int, n
             return read_torch_file(path, "scene cache")
         except ValueError:  # unreadable (e.g. a disk error or a cut write): rebuild over it
             pass
-    scenes = build_scenes(sources, canvas_size, n_train, n_test, scene_seed)
+    scenes = build_scenes(sources, canvas_size, n_train, n_test, scene_seed, items)
     atomic_torch_save(scenes, path)
     return scenes
 
 
 def load_fashion_mnist_scenes(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0,
                               canvas_size: int = 64, n_train: int = 60000, n_test: int = 10000,
-                              scene_seed: int = 0) -> DatasetBundle:
+                              scene_seed: int = 0, items: tuple[int, int] | list[int] = ITEMS) -> DatasetBundle:
     """Train (``n_train`` − ``val_size``) / val (``val_size``, seeded by ``seed``) / test
-    (``n_test``) scenes; uint8 (N, 1, canvas_size, canvas_size), float32 targets (N, 10) in {0, 1};
-    boxes in ``extras["boxes"]["train" | "val" | "test"]``. ``data_dir``: the Fashion-MNIST files."""
+    (``n_test``) scenes of ``items[0]`` to ``items[1]`` items; uint8 (N, 1, canvas_size,
+    canvas_size), float32 targets (N, 10) in {0, 1}; boxes in ``extras["boxes"]["train" | "val" |
+    "test"]``. ``data_dir``: the Fashion-MNIST files."""
     if not CANVAS_SIZES[0] <= canvas_size <= CANVAS_SIZES[1]:
         raise ValueError(f"canvas_size must be in {CANVAS_SIZES[0]}..{CANVAS_SIZES[1]} (items are up to 42 px), "
                          f"got {canvas_size}")
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}")
-    scenes = cached_scenes(data_dir, canvas_size, n_train, n_test, scene_seed)
+    if (not isinstance(items, (list, tuple)) or len(items) != 2
+            or not all(isinstance(v, int) for v in items) or not 1 <= items[0] <= items[1] <= MAX_ITEMS):
+        raise ValueError(f"items must be [fewest, most] items per canvas with 1 <= fewest <= most <= {MAX_ITEMS}, "
+                         f"e.g. [1, 4]; got {items}")
+    scenes = cached_scenes(data_dir, canvas_size, n_train, n_test, scene_seed, tuple(items))
     per_scene = {part: scenes[part]["boxes"].split(scenes[part]["counts"].tolist()) for part in ("train", "test")}
     # Split scene indices along with the images, so that targets and boxes follow the same permutation.
     train, val = split_train_val(Split(scenes["train"]["images"], torch.arange(n_train)), val_size, seed)
@@ -165,3 +177,15 @@ def load_fashion_mnist_scenes(data_dir: str | Path | None = None, val_size: int 
         Split(scenes["test"]["images"], scenes["test"]["targets"]),
         CLASSES, scenes["stats"]["mean"], scenes["stats"]["std"], task="multilabel", extras={"boxes": boxes},
     )
+
+
+def load_fashion_mnist_single_scenes(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0,
+                                     canvas_size: int = 64, n_train: int = 60000, n_test: int = 10000,
+                                     scene_seed: int = 0) -> DatasetBundle:
+    """Single-label scenes: one item per canvas, int64 class targets (N,), its box in
+    ``extras["boxes"][split]`` (one (1, 5) tensor per image), otherwise as ``load_fashion_mnist_scenes``."""
+    bundle = load_fashion_mnist_scenes(data_dir, val_size, seed, canvas_size, n_train, n_test, scene_seed, (1, 1))
+    for split in (bundle.train, bundle.val, bundle.test):
+        split.targets = split.targets.argmax(1)  # the one class present
+    bundle.name, bundle.task = "fashion-mnist-scenes-single", "single"
+    return bundle

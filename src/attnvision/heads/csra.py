@@ -62,6 +62,13 @@ class CSRA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(class_scores(x, self.class_weights()))
 
+    def attention(self, score: torch.Tensor) -> torch.Tensor:
+        """p_ik (B, C, L) from scores s_ik (B, C, L): softmax over locations of T·s; for T = ∞ the
+        one-hot of the arg-max location (the first one on ties)."""
+        if math.isinf(self.temperature):
+            return F.one_hot(score.argmax(2), score.shape[2]).to(score.dtype)
+        return torch.softmax(self.temperature * score, dim=2)
+
     def pool(self, score: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) from location scores s_ik (B, C, L): base logit + λ · attention logit."""
         base = score.mean(2)
@@ -95,7 +102,8 @@ class CSRAHead(nn.Module):
             CSRA(in_features, num_classes, t, lam, normalize) for t in TEMPERATURES[heads]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every branch's location scores s_ik: H × (B, C, L) for features x (B, d, h, w)."""
         if x.ndim != 4:
             raise ValueError(f"CSRA head expects features (B, d, h, w), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_features:
@@ -104,5 +112,23 @@ class CSRAHead(nn.Module):
         # products cost 3-4× one of 8× the size (measured). A batched softmax over the branches did
         # not help further (measured), so each branch pools its own slice.
         weight = torch.cat([branch.class_weights() for branch in self.branches])  # (H·C, d)
-        scores = class_scores(x, weight).chunk(len(self.branches), dim=1)  # H × (B, C, L)
-        return torch.stack([branch.pool(s) for branch, s in zip(self.branches, scores)]).sum(0)
+        return class_scores(x, weight).chunk(len(self.branches), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([branch.pool(s) for branch, s in zip(self.branches, self.branch_scores(x))]).sum(0)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per branch j: {"branches.j.scores": s_ik, "branches.j.attention": p_ik}, (B, C, h, w) each."""
+        maps = {}
+        for j, (branch, s) in enumerate(zip(self.branches, self.branch_scores(x))):
+            maps[f"branches.{j}.scores"] = s.unflatten(2, x.shape[2:])
+            maps[f"branches.{j}.attention"] = branch.attention(s).unflatten(2, x.shape[2:])
+        return maps
+
+    def class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Each location's share of each logit, (B, C, h, w): Σ_j s^j_ik (1/L + λ p^j_ik), which sums
+        over locations to y_i exactly (Eq. 8 per branch, branches summed). With one branch it is
+        s_ik reweighted by its attention; the official visualisation shows s_ik alone."""
+        maps = sum(s * (1 / s.shape[2] + branch.lam * branch.attention(s))
+                   for branch, s in zip(self.branches, self.branch_scores(x)))
+        return maps.unflatten(2, x.shape[2:])

@@ -82,12 +82,12 @@ def ffn(in_dim: int, hidden: int, out_dim: int, bias: bool, drop_rate: float) ->
                          nn.Linear(hidden, out_dim, bias=bias))
 
 
-def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
-                           heads: int, prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-head attention of one query per sample over N tokens, heads by channel split.
+def single_query_weights(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor, heads: int,
+                         prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax weights (B, heads, N) of one query per sample over N tokens, heads by channel split.
 
-    q (B, d); k, v (B, N, d); pos (N, d) position embeddings (logit term q·pos, scaled like q·k);
-    prior (B, N) logits added to every head. Returns (B, d).
+    q (B, d); k (B, N, d); pos (N, d) position embeddings (logit term q·pos, scaled like q·k);
+    prior (B, N) logits added to every head.
     """
     b, n, d = k.shape
     dh = d // heads
@@ -95,8 +95,16 @@ def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, po
     logits = torch.einsum("bhc,bnhc->bhn", q.view(b, heads, dh), keys) * dh ** -0.5
     if prior is not None:
         logits = logits + prior[:, None, :]
-    weights = logits.softmax(-1)
-    return torch.einsum("bhn,bnhc->bhc", weights, v.view(b, n, heads, dh)).reshape(b, d)
+    return logits.softmax(-1)
+
+
+def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                           heads: int, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention of one query per sample over N tokens: ``single_query_weights``
+    applied to v (B, N, d). Returns (B, d)."""
+    b, n, d = v.shape
+    weights = single_query_weights(q, k, pos, heads, prior)
+    return torch.einsum("bhn,bnhc->bhc", weights, v.view(b, n, heads, d // heads)).reshape(b, d)
 
 
 class PostNormBlock(nn.Module):
@@ -149,6 +157,15 @@ class RingAttention(nn.Module):
         rel_row = self.rel_row(self.row_offset).view(n, self.heads, half)
         rel_col = self.rel_col(self.col_offset).view(n, self.heads, half)
         return torch.cat((rel_row, rel_col), -1).reshape(n, -1)
+
+    def attention_weights(self, query: torch.Tensor, x: torch.Tensor,
+                          prior: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights (B, heads, |ring|) of ``attend``; all 1 on ring 0's single pixel."""
+        if self.key is None:
+            return x.new_ones(len(x), self.heads, 1)
+        memory = x[:, :, self.index].transpose(1, 2)
+        return single_query_weights(self.query(query), self.key(memory), self.relative_embeddings(),
+                                    self.heads, prior)
 
     def attend(self, query: torch.Tensor, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Multi-head attention output before W_Z, (B, d)."""
@@ -230,6 +247,23 @@ class EvaHead(nn.Module):
                 nn.init.kaiming_normal_(m.weight, a=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.out_ffn(self._expand(x)))
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"rings.s.attention": (B, heads, k, k)}: stage s's 2D attention weights placed on its
+        ring's pixels (zero elsewhere); ring 0 is the centre pixel with weight 1."""
+        weights = []
+        self._expand(x, weights)
+        maps = {}
+        for s, (ring, w) in enumerate(zip(self.rings, weights)):
+            canvas = w.new_zeros(*w.shape[:2], self.kernel_size ** 2)
+            canvas[:, :, ring.index] = w
+            maps[f"rings.{s}.attention"] = canvas.unflatten(2, (self.kernel_size, self.kernel_size))
+        return maps
+
+    def _expand(self, x: torch.Tensor, ring_weights: list | None = None) -> torch.Tensor:
+        """The output vector q_S (B, d) before the output FFN; appends every stage's 2D attention
+        weights (B, heads, |ring|) to ``ring_weights`` when given."""
         k = self.kernel_size
         if x.ndim != 4 or x.shape[1] != self.in_features or tuple(x.shape[2:]) != (k, k):
             raise ValueError(
@@ -247,7 +281,9 @@ class EvaHead(nn.Module):
         skip = len(self.rings) - len(self.mixers)  # stages without a 1D attention (code: stage 0)
         prior = None
         for s, ring in enumerate(self.rings):
+            if ring_weights is not None:
+                ring_weights.append(ring.attention_weights(query, flat, prior))
             attn, prior = ring(query, flat, prior)
             tokens.append(attn)
             query = attn if s < skip else self.mixers[s - skip](attn, torch.stack(tokens, 1))
-        return self.fc(self.out_ffn(query))
+        return query

@@ -83,14 +83,17 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, q: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor,
-                keys: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(queries out (B, C, d), cross-attention weights (B, heads, C, L) if ``need_weights``
+        else None)."""
         if self.self_attn is not None:
             qk = q + query_pos
             q = self.norm1(q + self.drop(self.self_attn(qk, qk, q, need_weights=False)[0]))
-        attended = self.cross_attn(q + query_pos, keys, memory, need_weights=False)[0]
+        attended, weights = self.cross_attn(q + query_pos, keys, memory, need_weights=need_weights,
+                                            average_attn_weights=False)
         q = self.norm2(q + self.drop(attended))
-        return self.norm3(q + self.drop(self.ffn(q)))
+        return self.norm3(q + self.drop(self.ffn(q))), weights
 
 
 class Query2LabelHead(nn.Module):
@@ -126,6 +129,10 @@ class Query2LabelHead(nn.Module):
         self.fc = GroupWiseLinear(num_classes, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self._tokens(x))
+
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected tokens (B, L, d) and their sine encodings (L, d) of features x (B, d0, h, w)."""
         if x.ndim != 4 or x.shape[1] != self.in_features:
             raise ValueError(
                 f"Query2Label head expects features (B, {self.in_features}, h, w), got {tuple(x.shape)}"
@@ -133,13 +140,32 @@ class Query2LabelHead(nn.Module):
         memory = self.input_proj(x)
         h, w = memory.shape[2:]
         pos = sine_position_encoding(h, w, memory.shape[1], memory.device, memory.dtype)
-        return self.decode(memory.flatten(2).transpose(1, 2), pos)
+        return memory.flatten(2).transpose(1, 2), pos
 
     def decode(self, memory: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) from projected tokens ``memory`` (B, L, d) and their encodings ``pos`` (L, d)."""
+        return self._decode(memory, pos, need_weights=False)[0]
+
+    def _decode(self, memory: torch.Tensor, pos: torch.Tensor,
+                need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``decode``'s logits and, with ``need_weights``, every layer's cross-attention weights
+        (B, heads, C, L)."""
         query_pos = self.query_embed.expand(memory.shape[0], -1, -1)
         keys = memory + pos
         q = torch.zeros_like(query_pos)
+        weights = []
         for layer in self.layers:
-            q = layer(q, query_pos, memory, keys)
-        return self.fc(self.norm(q))
+            q, w = layer(q, query_pos, memory, keys, need_weights)
+            weights += [w] if need_weights else []
+        return self.fc(self.norm(q)), weights
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"layers.i.cross_attention": (B, heads, C, h, w)}: each label query's weights over the
+        image locations in decoder layer i."""
+        weights = self._decode(*self._tokens(x), need_weights=True)[1]
+        return {f"layers.{i}.cross_attention": w.unflatten(-1, x.shape[2:]) for i, w in enumerate(weights)}
+
+    def class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last decoder layer's cross-attention of each label, averaged over heads: (B, C, h, w)."""
+        weights = self._decode(*self._tokens(x), need_weights=True)[1][-1]
+        return weights.mean(1).unflatten(-1, x.shape[2:])

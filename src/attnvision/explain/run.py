@@ -1,0 +1,173 @@
+"""Explain a trained run: maps for a split's images, their localisation and faithfulness scores,
+one figure per image and ``scores.json``. ``attnvision explain`` is a thin layer over
+:func:`explain_checkpoint`; it reads the model and data through ``train.load_run`` only.
+
+Phases: select the images and the (image, class) pairs to explain → per batch of images, every
+method's maps for its pairs and their per-pair localisation scores (no map of the whole split is
+kept) → deletion/insertion on the first ``faithfulness_images`` images → figures → summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..data import Split, TensorLoader
+from .cam import METHODS, has_own_maps, target_maps
+from .figures import image_figure
+from .scores import BASELINES, baseline_maps, deletion_insertion, pair_scores, summarize_pairs
+
+CLASS_CHOICES = ("present", "predicted", "all")
+
+
+def choose_pairs(choice: str, targets: torch.Tensor, logits: torch.Tensor, class_names: list[str],
+                 task: str) -> torch.Tensor:
+    """(P, 2) rows (image index, class) to explain. ``choice``: "present" (the ground-truth
+    classes), "predicted" (arg-max for single-label, logit > 0 for multi-label), "all", or
+    comma-separated class names."""
+    n, c = logits.shape
+    if choice == "present":
+        wanted = (targets[:, None] == torch.arange(c)) if task == "single" else targets == 1
+    elif choice == "predicted":
+        wanted = (logits.argmax(1, keepdim=True) == torch.arange(c)) if task == "single" else logits > 0
+    elif choice == "all":
+        wanted = torch.ones(n, c, dtype=torch.bool)
+    else:
+        names = [s.strip() for s in choice.split(",") if s.strip()]
+        unknown = [s for s in names if s not in class_names]
+        if unknown or not names:
+            raise ValueError(f"unknown class {', '.join(repr(s) for s in unknown) or '(none given)'} for --classes; "
+                             f"valid: {', '.join(CLASS_CHOICES)}, or names among: {', '.join(class_names)}")
+        wanted = torch.zeros(n, c, dtype=torch.bool)
+        wanted[:, [class_names.index(s) for s in names]] = True
+    return wanted.nonzero()
+
+
+def pair_boxes(boxes: list[torch.Tensor], pairs: torch.Tensor) -> list[torch.Tensor]:
+    """For each (image, class) pair, the boxes (k, 4) of that class in that image (k may be 0)."""
+    return [boxes[i][boxes[i][:, 4] == c, :4] for i, c in pairs.tolist()]
+
+
+def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[str, ...] | None = None,
+                       classes: str = "present", split: str = "test", images: int | None = 16,
+                       figures: int = 16, localization: bool | None = None, tolerance: float = 4,
+                       faithfulness_images: int = 256, steps: int = 16, layer: str | None = None,
+                       batch_size: int = 128, data_dir: str | None = None, seed: int = 0) -> dict:
+    """Explain ``images`` images (None: all) of ``split`` of a checkpoint's data; writes
+    ``figures`` PNGs and ``scores.json`` to ``out`` and returns the scores.
+
+    ``methods`` None: Grad-CAM, plus the model's own maps where it has them.
+    ``localization``: score maps against the data's boxes (None: when the data has boxes; True on
+    data without boxes is an error). Baselines (random, centre, box) are scored beside the methods
+    for localisation; deletion/insertion run for the methods and the random map (the reference).
+    """
+    from ..train import load_run
+
+    for method in methods or ():
+        if method not in METHODS:
+            raise ValueError(f"unknown explanation method '{method}'; valid: {', '.join(METHODS)}")
+    if images is not None and images < 1 or figures < 0 or faithfulness_images < 0 or steps < 1 or tolerance < 0:
+        raise ValueError("--images must be >= 1 (or all), --figures and --faithfulness-images >= 0, --steps >= 1, "
+                         "--tolerance >= 0")
+    cfg, bundle, model, fabric, state = load_run(checkpoint, data_dir)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split '{split}'; valid: train, val, test")
+    all_boxes = bundle.extras.get("boxes", {}).get(split)
+    if localization and all_boxes is None:
+        raise ValueError(f"dataset '{cfg.data}' has no object boxes, so maps cannot be scored for localisation; "
+                         "drop --localization, or explain a model trained on data with boxes "
+                         "(fashion-mnist-scenes, fashion-mnist-scenes-single, voc2007, coco2014)")
+    localization = all_boxes is not None if localization is None else localization
+    data = getattr(bundle, split)
+    n = len(data) if images is None else min(images, len(data))
+    data = data.subset(torch.arange(n))
+    boxes = all_boxes[:n] if localization else None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    loader = TensorLoader(data, batch_size, mean=bundle.mean, std=bundle.std, train=False, device=fabric.device,
+                          channels_last=cfg.channels_last)
+    logits = torch.cat([model(x).detach().float().cpu() for x, _ in no_grad_batches(loader)])
+    if methods is None:
+        methods = ("gradcam", "attention") if has_own_maps(model, next(iter(loader))[0][:1]) else ("gradcam",)
+    pairs = choose_pairs(classes, data.targets, logits, bundle.class_names, bundle.task)
+    if len(pairs) == 0:
+        raise ValueError(f"--classes {classes} selects no (image, class) pair in the {n} images")
+    probs = logits.sigmoid() if bundle.task == "multilabel" else logits.softmax(1)
+    black = -torch.tensor(bundle.mean) / torch.tensor(bundle.std)  # pixel value 0, normalised
+    names = list(methods) + (list(BASELINES) if localization else [])
+    faithful = pairs[:, 0] < faithfulness_images
+    kept = pairs[:, 0] < max(figures, faithfulness_images)  # pairs whose maps are kept for figures/faithfulness
+
+    per_pair = {name: [] for name in names}
+    kept_maps = {name: [] for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    start = 0
+    for x, _ in loader:
+        in_batch = (pairs[:, 0] >= start) & (pairs[:, 0] < start + len(x))
+        batch_pairs = pairs[in_batch]
+        xs = x[batch_pairs[:, 0] - start]
+        pb = pair_boxes(boxes, batch_pairs) if localization else None
+        for name in names:
+            t0 = time.perf_counter()
+            if name in BASELINES:
+                maps = baseline_maps(name, len(batch_pairs), *x.shape[2:], boxes=pb, seed=seed + start)
+            else:
+                maps = target_maps(model, xs, batch_pairs[:, 1], name, layer, black).float().cpu()
+            seconds[name] += time.perf_counter() - t0
+            if localization:
+                per_pair[name].append(pair_scores(maps, pb, tolerance))
+            kept_maps[name].append(maps[kept[in_batch]])
+        start += len(x)
+    kept_maps = {name: torch.cat(m) for name, m in kept_maps.items()}
+    kept_pairs = pairs[kept]
+
+    summary = {}
+    for name in names:
+        summary[name] = {"seconds": seconds[name], "images_per_s": n / seconds[name] if seconds[name] else math.inf}
+        if localization:
+            joined = {k: torch.cat([d[k] for d in per_pair[name]]) for k in per_pair[name][0]}
+            summary[name].update(summarize_pairs(joined, pairs[:, 1]))
+    if faithfulness_images and faithful.any():
+        x_faith = torch.cat([x for x, _ in loader_prefix(loader, faithfulness_images)])
+        sel = kept_pairs[:, 0] < faithfulness_images
+        for name in [m for m in names if m not in BASELINES or m == "random"]:  # random: the reference
+            auc = deletion_insertion(model, x_faith[kept_pairs[sel, 0]], kept_maps[name][sel], kept_pairs[sel, 1],
+                                     black, bundle.task == "multilabel", steps, batch_size, seed)
+            summary[name].update(deletion=float(auc["deletion"].mean()), insertion=float(auc["insertion"].mean()),
+                                 faithfulness_pairs=int(sel.sum()))
+
+    figure_sel = kept_pairs[:, 0] < figures
+    data_images = data.images[:figures]
+    for i in range(min(figures, n)):
+        rows = figure_sel & (kept_pairs[:, 0] == i)
+        image_figure(out / f"{split}-{i:05d}.png", data_images[i], [bundle.class_names[c] for c in kept_pairs[rows, 1]],
+                     probs[i, kept_pairs[rows, 1]], {m: kept_maps[m][rows] for m in methods},
+                     pair_boxes(boxes, kept_pairs[rows]) if localization else None)
+
+    result = {"checkpoint": str(checkpoint), "model": cfg.model, "attn": cfg.attn, "head": cfg.head, "data": cfg.data,
+              "task": bundle.task, "split": split, "images": n, "pairs": len(pairs), "classes": classes,
+              "localization": localization, "tolerance": tolerance, "faithfulness_images": min(faithfulness_images, n),
+              "steps": steps, "layer": layer or "head input", "epoch": state["epoch"],
+              "threads": torch.get_num_threads(), "device": str(fabric.device), "methods": summary}
+    (out / "scores.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def no_grad_batches(loader: TensorLoader):
+    with torch.no_grad():
+        yield from loader
+
+
+def loader_prefix(loader: TensorLoader, images: int):
+    """The loader's batches up to ``images`` images, the last one cut."""
+    seen = 0
+    for x, y in loader:
+        if seen >= images:
+            return
+        yield x[: images - seen], y[: images - seen]
+        seen += len(x)
