@@ -169,7 +169,7 @@ def explain(
     localization: Optional[bool] = typer.Option(None, "--localization/--no-localization",
                                                 help="score maps against the data's boxes (default: when it has boxes)"),
     tolerance: float = typer.Option(4.0, min=0, help="pointing-game tolerance in pixels (also scored at 0)"),
-    faithfulness_images: int = typer.Option(256, min=0, help="images for deletion/insertion (RISE), from the first"),
+    faithfulness_images: int = typer.Option(128, min=0, help="images for deletion/insertion (RISE), from the first"),
     steps: int = typer.Option(16, min=1, help="deletion/insertion steps"),
     layer: Optional[str] = typer.Option(None, help="Grad-CAM layer, a module path such as layer2 (default: the head's input)"),
     batch_size: int = typer.Option(128, min=1, help="images per batch"),

@@ -36,28 +36,31 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def target_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
-                layer: str | None = None, black: torch.Tensor | None = None) -> torch.Tensor:
-    """One map per image for its own target class: x (N, C, H, W), targets (N,) → (N, H, W).
+def pair_maps(model: nn.Module, x: torch.Tensor, pairs: torch.Tensor, method: str, layer: str | None = None,
+              black: torch.Tensor | None = None) -> torch.Tensor:
+    """One map per (image, class) pair: images x (B, C, H, W), pairs (P, 2) rows (index into x,
+    class) → (P, H, W). Work shared by an image's pairs is done once per image: the trunk's
+    forward pass (Grad-CAM at the head's input) and the model's own maps of all classes.
     ``black`` (C,): the normalised value of a black pixel (baseline of IG and Occlusion; default 0)."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method '{method}'; valid: {', '.join(METHODS)}")
     model.eval()
-    targets = targets.to(x.device)
-    size = x.shape[-2:]
+    index, targets = pairs[:, 0].to(x.device), pairs[:, 1].to(x.device)
     if method == "gradcam":
-        return gradcam(model, x, targets, layer)
+        return gradcam(model, x, index, targets, layer)
     if method == "attention":
-        return own_class_maps(model, x, targets)
+        maps = own_class_maps(model, x)
+        return maps[index, targets if maps.shape[1] > 1 else 0]
     from captum.attr import IntegratedGradients, Occlusion
 
-    baseline = (torch.zeros(x.shape[1]) if black is None else black).to(x).view(1, -1, 1, 1).expand_as(x)
+    xs = x[index]
+    baseline = (torch.zeros(x.shape[1]) if black is None else black).to(x).view(1, -1, 1, 1).expand_as(xs)
     if method == "integrated_gradients":
-        attr = IntegratedGradients(model).attribute(x, baselines=baseline, target=targets, n_steps=16,
-                                                    internal_batch_size=len(x))
+        attr = IntegratedGradients(model).attribute(xs, baselines=baseline, target=targets, n_steps=16,
+                                                    internal_batch_size=len(xs))
     else:
-        window = max(1, min(size) // 8)
-        attr = Occlusion(model).attribute(x, target=targets, baselines=baseline,
+        window = max(1, min(x.shape[-2:]) // 8)
+        attr = Occlusion(model).attribute(xs, target=targets, baselines=baseline,
                                           sliding_window_shapes=(x.shape[1], window, window),
                                           strides=(x.shape[1], max(1, window // 2), max(1, window // 2)),
                                           perturbations_per_eval=64)
@@ -66,22 +69,35 @@ def target_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method
 
 def class_maps(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, method: str = "gradcam",
                layer: str | None = None, black: torch.Tensor | None = None) -> torch.Tensor:
-    """Maps (B, K, H, W) for the classes (B, K) of every image x (B, C, H, W): column k explains
-    class classes[b, k] of image b. Batched: one pass per column over the whole batch."""
+    """Maps (B, K, H, W) for the classes (B, K) of every image x (B, C, H, W): entry [b, k]
+    explains class classes[b, k] of image b (one target per image, all images in one batch)."""
     classes = torch.as_tensor(classes)
     if classes.ndim != 2 or len(classes) != len(x):
         raise ValueError(f"classes must be (B, K) class indices, one row per image; got {tuple(classes.shape)} "
                          f"for {len(x)} images")
-    return torch.stack([target_maps(model, x, classes[:, k], method, layer, black) for k in range(classes.shape[1])], 1)
+    b, k = classes.shape
+    pairs = torch.stack([torch.arange(b).repeat_interleave(k), classes.flatten()], 1)
+    return pair_maps(model, x, pairs, method, layer, black).view(b, k, *x.shape[-2:])
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-    """Grad-CAM (N, H, W) of each image's target logit at the head's input, or at module ``layer``."""
+def gradcam(model: nn.Module, x: torch.Tensor, index: torch.Tensor, targets: torch.Tensor,
+            layer: str | None = None) -> torch.Tensor:
+    """Grad-CAM (P, H, W) of the target logits ``targets`` of images x[index], at the head's input
+    or at module ``layer``.
+
+    At the head's input only the head needs gradients: the trunk runs once per image without
+    autograd and captum differentiates the head alone, per pair (the same numbers as through the
+    whole model)."""
     from captum.attr import LayerGradCam
 
-    module = model.head if layer is None else find_module(model, layer)
-    cam = LayerGradCam(model, module).attribute(x, target=targets, relu_attributions=True,
-                                                attribute_to_layer_input=layer is None)
+    if layer is None:
+        with torch.no_grad():
+            features = model.forward_features(x)[index]
+        cam = LayerGradCam(model.head, model.head).attribute(features, target=targets, relu_attributions=True,
+                                                             attribute_to_layer_input=True)
+    else:
+        cam = LayerGradCam(model, find_module(model, layer)).attribute(x[index], target=targets,
+                                                                       relu_attributions=True)
     return upsample(cam.detach(), x.shape[-2:])[:, 0]
 
 
@@ -97,12 +113,12 @@ def find_module(model: nn.Module, path: str) -> nn.Module:
 
 
 @torch.no_grad()
-def own_class_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The model's own map for each image's target class (see the module docstring), (N, H, W)."""
+def own_class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's own map of every class (see the module docstring): (B, num_classes, H, W), or
+    (B, 1, H, W) for a spatial gate, which is the same for every class."""
     head_maps = getattr(model.head, "class_maps", None)
     if head_maps is not None:
-        maps = head_maps(model.forward_features(x))  # (N, C, h, w)
-        picked = maps[torch.arange(len(x)), targets]
+        maps = head_maps(model.forward_features(x))  # (B, C, h, w)
     else:
         spatial = [v for k, v in attention_maps(model, x).items() if k.endswith(".spatial")]
         if not spatial:
@@ -110,8 +126,8 @@ def own_class_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> 
                              "spatial attention map of its own (channel gates such as SE and ECA weight channels, "
                              "not places; self-attention maps belong to query points, not classes); explain it "
                              "with --method gradcam")
-        picked = spatial[-1][:, 0]
-    return upsample(picked[:, None].float(), x.shape[-2:])[:, 0]
+        maps = spatial[-1]  # (B, 1, h, w): the same map for every class
+    return upsample(maps.float(), x.shape[-2:])
 
 
 def has_own_maps(model: nn.Module, x: torch.Tensor) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data import Split, TensorLoader
-from .cam import METHODS, has_own_maps, target_maps
+from .cam import METHODS, has_own_maps, pair_maps
 from .figures import image_figure
 from .scores import BASELINES, baseline_maps, deletion_insertion, pair_scores, summarize_pairs
 
@@ -55,7 +55,7 @@ def pair_boxes(boxes: list[torch.Tensor], pairs: torch.Tensor) -> list[torch.Ten
 def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[str, ...] | None = None,
                        classes: str = "present", split: str = "test", images: int | None = 16,
                        figures: int = 16, localization: bool | None = None, tolerance: float = 4,
-                       faithfulness_images: int = 256, steps: int = 16, layer: str | None = None,
+                       faithfulness_images: int = 128, steps: int = 16, layer: str | None = None,
                        batch_size: int = 128, data_dir: str | None = None, seed: int = 0) -> dict:
     """Explain ``images`` images (None: all) of ``split`` of a checkpoint's data; writes
     ``figures`` PNGs and ``scores.json`` to ``out`` and returns the scores.
@@ -110,14 +110,14 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[s
     for x, _ in loader:
         in_batch = (pairs[:, 0] >= start) & (pairs[:, 0] < start + len(x))
         batch_pairs = pairs[in_batch]
-        xs = x[batch_pairs[:, 0] - start]
+        local_pairs = batch_pairs - torch.tensor([start, 0])
         pb = pair_boxes(boxes, batch_pairs) if localization else None
         for name in names:
             t0 = time.perf_counter()
             if name in BASELINES:
                 maps = baseline_maps(name, len(batch_pairs), *x.shape[2:], boxes=pb, seed=seed + start)
             else:
-                maps = target_maps(model, xs, batch_pairs[:, 1], name, layer, black).float().cpu()
+                maps = pair_maps(model, x, local_pairs, name, layer, black).float().cpu()
             seconds[name] += time.perf_counter() - t0
             if localization:
                 per_pair[name].append(pair_scores(maps, pb, tolerance))
