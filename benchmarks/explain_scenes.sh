@@ -10,7 +10,8 @@
 # TRAIN_ONLY=1 skips the explain step.
 # Trains into runs/explain-*<tag>/<name>-s<seed>/ (resuming an interrupted run), copies metrics.json
 # and log.csv to docs/runs/, then writes `attnvision explain` over the whole test split into the
-# run's explain/ folder and copies its scores.json beside the metrics (explained runs are skipped).
+# run's explain/ folder and copies its scores.json and pairs.pt beside the metrics (explained runs
+# are skipped). Tables: benchmarks/explain_table.py; figure: benchmarks/explain_gallery.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/train_kept.sh
@@ -27,6 +28,7 @@ explain_kept() {  # explain_kept RUN KEPT: Grad-CAM and the model's own maps ove
   local run=$1 kept=$2
   [ -f "$kept/explain-scores.json" ] && return 0
   .venv/bin/attnvision explain --checkpoint "$run/best.pt" --split test --images all --figures 8 --out "$run/explain"
+  cp "$run/explain/pairs.pt" "$kept/explain-pairs.pt"
   cp "$run/explain/scores.json" "$kept/explain-scores.json"
 }
 

@@ -222,3 +222,19 @@ def test_accuracy():
         accuracy(logits, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="class indices"):
         accuracy(logits, torch.zeros(5, dtype=torch.long))
+
+
+def test_mcnemar_exact_and_paired_bootstrap():
+    from attnvision.stats import mcnemar_exact, paired_bootstrap
+
+    a = torch.tensor([True] * 10 + [False] * 2 + [True] * 5)
+    b = torch.tensor([False] * 10 + [True] * 2 + [True] * 5)
+    result = mcnemar_exact(a, b)
+    # 10 vs 2 discordant: p = 2 · P[Binomial(12, 1/2) ≤ 2] = 2 · 79 / 4096
+    assert result["only_a"] == 10 and result["only_b"] == 2
+    assert result["p"] == pytest.approx(2 * 79 / 4096)
+    assert mcnemar_exact(a, a)["p"] == 1.0
+    diff = torch.full((500,), 0.2) + torch.linspace(-0.1, 0.1, 500)
+    ci = paired_bootstrap(diff)
+    assert ci["low"] < 0.2 < ci["high"] and ci["mean"] == pytest.approx(0.2)
+    assert ci["high"] - ci["low"] < 0.02

@@ -1,5 +1,7 @@
 """Explain a trained run: maps for a split's images, their localisation and faithfulness scores,
-one figure per image and ``scores.json``. ``attnvision explain`` is a thin layer over
+one figure per image, ``scores.json`` (the means) and ``pairs.pt`` (every pair's scores: (P, 2)
+"pairs" rows (image, class), then per map name its per-pair scores in [0, 1] for localisation,
+percent for deletion/insertion, whose pairs are the first ``faithfulness_pairs``). ``attnvision explain`` is a thin layer over
 :func:`explain_checkpoint`; it reads the model and data through ``train.load_run`` only.
 
 Phases: select the images and the (image, class) pairs to explain → per batch of images, every
@@ -126,12 +128,13 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[s
     kept_maps = {name: torch.cat(m) for name, m in kept_maps.items()}
     kept_pairs = pairs[kept]
 
-    summary = {}
+    summary, saved = {}, {"pairs": pairs}  # saved: every pair's scores, for paired comparisons of runs
     for name in names:
         summary[name] = {"seconds": seconds[name], "images_per_s": n / seconds[name] if seconds[name] else math.inf}
         if localization:
             joined = {k: torch.cat([d[k] for d in per_pair[name]]) for k in per_pair[name][0]}
             summary[name].update(summarize_pairs(joined, pairs[:, 1]))
+            saved[name] = joined
     if faithfulness_images and faithful.any():
         x_faith = torch.cat([x for x, _ in loader_prefix(loader, faithfulness_images)])
         sel = kept_pairs[:, 0] < faithfulness_images
@@ -140,6 +143,7 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[s
                                      black, bundle.task == "multilabel", steps, batch_size, seed)
             summary[name].update(deletion=float(auc["deletion"].mean()), insertion=float(auc["insertion"].mean()),
                                  faithfulness_pairs=int(sel.sum()))
+            saved.setdefault(name, {}).update(auc)
 
     figure_sel = kept_pairs[:, 0] < figures
     data_images = data.images[:figures]
@@ -155,6 +159,7 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[s
               "steps": steps, "layer": layer or "head input", "epoch": state["epoch"],
               "threads": torch.get_num_threads(), "device": str(fabric.device), "methods": summary}
     (out / "scores.json").write_text(json.dumps(result, indent=2))
+    torch.save(saved, out / "pairs.pt")
     return result
 
 

@@ -1,0 +1,76 @@
+"""Summarise explained runs (each kept folder's metrics.json, explain-scores.json, explain-pairs.pt)
+into the markdown tables of docs/results.md.
+
+    .venv/bin/python benchmarks/explain_table.py docs/runs/explain-single-e3-n10000 --baseline none-s0
+
+Table 1, one block per run: its test metric, then each map (Grad-CAM, the model's own map) and
+the random map, with the localisation scores over every (test image, present class) pair and
+deletion/insertion AUC on the first images; the centre and box reference rows once (they do not
+depend on the model). Table 2 compares every run's Grad-CAM with the baseline run's on the same
+pairs: pointing game (≤ tolerance) by McNemar's exact test, energy-in-box by the mean paired
+difference with a 95% bootstrap interval over pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from attnvision.stats import mcnemar_exact, paired_bootstrap
+
+COLUMNS = (("pointing_game", "pointing ≤{tol} px"), ("pointing_game_exact", "pointing 0 px"),
+           ("energy_in_box", "energy in box"), ("relevance_rank", "relevance rank"),
+           ("deletion", "deletion AUC ↓"), ("insertion", "insertion AUC ↑"))
+
+
+def row(label: str, scores: dict) -> str:
+    return f"| {label} | " + " | ".join(f"{scores[k]:.1f}" if k in scores else "–" for k, _ in COLUMNS) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="folder whose subfolders are kept, explained runs")
+    parser.add_argument("--baseline", required=True, help="run folder name to compare the others with")
+    args = parser.parse_args()
+    runs = {p.parent.name: p.parent for p in sorted(args.folder.glob("*/explain-scores.json"))}
+    if args.baseline not in runs:
+        raise SystemExit(f"no explained run '{args.baseline}' under {args.folder}; found: {', '.join(runs)}")
+    first = json.loads((runs[args.baseline] / "explain-scores.json").read_text())
+    tol = f"{first['tolerance']:g}"
+    print(f"| run · map | test {'acc' if first['task'] == 'single' else 'mAP'} (%) | "
+          + " | ".join(title.format(tol=tol) for _, title in COLUMNS) + " |")
+    print("|---|---:|" + "---:|" * len(COLUMNS))
+    for name, folder in runs.items():
+        scores = json.loads((folder / "explain-scores.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+        test = metrics["test"][metrics["selection_metric"]]
+        for i, (method, values) in enumerate((m, v) for m, v in scores["methods"].items() if m not in ("centre", "box")):
+            print(row(f"{name} · {method}", values).replace(" | ", f" | {test:.2f} | " if i == 0 else " | | ", 1))
+    for method in ("centre", "box"):
+        print(row(f"({method} map)", first["methods"][method]).replace(" | ", " | | ", 1))
+    print(f"\n{first['pairs']} (image, class) pairs of {first['images']} test images; deletion/insertion on the "
+          f"pairs of the first {first['faithfulness_images']} images ({first['methods']['gradcam']['faithfulness_pairs']}"
+          " pairs).\n")
+
+    base = torch.load(runs[args.baseline] / "explain-pairs.pt", weights_only=True)
+    print(f"| Grad-CAM of run vs {args.baseline} | pointing ≤{tol} px: hits only run / only {args.baseline} | "
+          f"McNemar p | energy in box: Δ (points) | 95% CI |")
+    print("|---|---:|---:|---:|---|")
+    for name, folder in runs.items():
+        if name == args.baseline:
+            continue
+        other = torch.load(folder / "explain-pairs.pt", weights_only=True)
+        if not torch.equal(other["pairs"], base["pairs"]):
+            raise SystemExit(f"{name} and {args.baseline} explain different pairs: not comparable")
+        a, b = other["gradcam"], base["gradcam"]
+        test = mcnemar_exact(a["pointing_game"].bool(), b["pointing_game"].bool())
+        ci = paired_bootstrap((a["energy_in_box"] - b["energy_in_box"]).float() * 100)
+        print(f"| {name} | {test['only_a']} / {test['only_b']} | {test['p']:.2g} | {ci['mean']:+.2f} "
+              f"| [{ci['low']:+.2f}, {ci['high']:+.2f}] |")
+
+
+if __name__ == "__main__":
+    main()
