@@ -6,7 +6,7 @@ Layout (the official ``train2014.zip``, ``val2014.zip`` and ``annotations_trainv
 
     <root>/annotations/instances_train2014.json   {"images", "annotations", "categories"}
     <root>/annotations/instances_val2014.json
-    <root>/train2014/COCO_train2014_<id>.jpg        (any file_name the JSON gives)
+    <root>/train2014/COCO_train2014_<id>.jpg        (any file_name the JSON gives, inside train2014/)
     <root>/val2014/COCO_val2014_<id>.jpg
 
 ``<root>`` is searched as ``<dir>``, ``<dir>/coco`` and ``<dir>/coco2014`` for each of
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from .base import DatasetBundle, Split, split_train_val
-from .download import cache_root, user_dirs
+from .download import cache_root, inside, user_dirs
 from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
 
 HOW_TO_GET = (
@@ -99,8 +99,8 @@ def read_coco_split(root: Path, part: str, img_size: int, keep_empty: bool, pars
     keep = torch.arange(len(images)) if keep_empty else targets.any(1).nonzero().flatten()
     if len(keep) == 0:
         raise ValueError(f"{path} has no annotated images; replace it with the official file")
-    files = [root / part / images[i][1] for i in keep.tolist()]
-    return Split(load_images(files, img_size), targets[keep])
+    files = [inside(root / part, name, str(path)) for _, name in images]  # every name checked, kept or not
+    return Split(load_images([files[i] for i in keep.tolist()], img_size), targets[keep])
 
 
 def load_coco2014(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0, img_size: int = 224,

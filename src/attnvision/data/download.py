@@ -21,8 +21,26 @@ def cache_root() -> Path:
 
 
 def user_dirs(data_dir: str | Path | None) -> list[Path]:
-    """The folders the user named: ``data_dir`` then ``$ATTNVISION_DATA`` (unset ones skipped)."""
-    return [Path(p).expanduser() for p in (data_dir, os.environ.get("ATTNVISION_DATA")) if p]
+    """The folders the user named: ``data_dir`` then ``$ATTNVISION_DATA`` (unset ones skipped).
+    A named path that does not exist is an error, never silently replaced by another copy."""
+    named = [(Path(p).expanduser(), what) for p, what in ((data_dir, "data_dir (--data-dir)"),
+                                                          (os.environ.get("ATTNVISION_DATA"), "$ATTNVISION_DATA")) if p]
+    for path, what in named:
+        if not path.exists():
+            raise FileNotFoundError(f"{what} {path} does not exist; fix the path, or leave it out to use the "
+                                    "system and cache folders")
+    return [path for path, _ in named]
+
+
+def inside(root: Path, name: str, where: str) -> Path:
+    """``root / name``, refused when ``name`` (read from an annotation file) leads outside ``root``
+    with ``..`` or an absolute path. Checked on the normalised path, not the resolved one, so a
+    dataset whose folders are symlinks to other disks still loads."""
+    path = root / name
+    if os.path.commonpath([os.path.normpath(path), os.path.normpath(root)]) != os.path.normpath(root):
+        raise ValueError(f"{where}: '{name}' points outside {root}; annotation files may only name files "
+                         "inside the dataset folder: replace it with the official file")
+    return path
 
 
 def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:

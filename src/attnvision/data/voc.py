@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from .base import DatasetBundle, Split, split_train_val
-from .download import cache_root, user_dirs
+from .download import cache_root, inside, user_dirs
 from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -91,7 +91,7 @@ def read_voc_split(root: Path, image_set: str, img_size: int) -> Split:
     index = {name: i for i, name in enumerate(CLASSES)}
     targets = torch.zeros(len(ids), len(CLASSES))
     for row, image_id in enumerate(ids):
-        path = root / "Annotations" / f"{image_id}.xml"
+        path = inside(root / "Annotations", f"{image_id}.xml", str(list_file))
         for name, difficult in parse_annotation(path):
             if name not in index:
                 raise ValueError(f"annotation file {path}: unknown class '{name}'; "
@@ -101,7 +101,7 @@ def read_voc_split(root: Path, image_set: str, img_size: int) -> Split:
                 targets[row, c] = 1.0
             elif targets[row, c] == 0:
                 targets[row, c] = -1.0
-    images = load_images([root / "JPEGImages" / f"{i}.jpg" for i in ids], img_size)
+    images = load_images([inside(root / "JPEGImages", f"{i}.jpg", str(list_file)) for i in ids], img_size)
     return Split(images, targets)
 
 
