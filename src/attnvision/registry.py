@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import typing
+from functools import partial
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T", bound=Callable)
@@ -42,6 +44,23 @@ class Registry(Generic[T]):
         try:
             inspect.signature(constructor).bind(*args, **kw)
         except TypeError as e:
-            params = [p for p in inspect.signature(constructor).parameters if p not in ("self", "args", "kw", "kwargs")]
-            raise ValueError(f"{self.kind} '{name}': {e}; it takes: {', '.join(params)}") from None
-        return constructor(*args, **kw)
+            raise ValueError(f"{self.kind} '{name}': {e}; it takes: {', '.join(accepted_names(constructor))}") from None
+        try:
+            return constructor(*args, **kw)
+        except TypeError as e:  # a **kw passed on to the class it builds, which rejected a name
+            if "unexpected keyword argument" not in str(e):
+                raise
+            raise ValueError(f"{self.kind} '{name}': {e}; it takes: {', '.join(accepted_names(constructor))}") from None
+
+
+def accepted_names(constructor: Callable) -> list[str]:
+    """The keyword arguments ``constructor`` takes. A factory with ``**kw`` passes them on to the
+    class its return annotation names (``cifar_resnet(...) -> ResNet``), so that class's count too."""
+    func = constructor.func if isinstance(constructor, partial) else constructor
+    params = inspect.signature(constructor).parameters
+    names = [p for p, v in params.items() if v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD) and p != "self"]
+    if any(v.kind is v.VAR_KEYWORD for v in params.values()):
+        target = typing.get_type_hints(func).get("return")
+        if inspect.isclass(target):
+            names += [p for p in accepted_names(target.__init__) if p not in names]
+    return names
