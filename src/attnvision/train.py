@@ -6,7 +6,8 @@ or several CPU processes over gloo); everything else is a plain PyTorch loop:
     data (in memory) → TensorLoader (batched augmentation) → model → loss → Fabric backward → step
 
 One run folder holds ``config.yaml``, ``log.csv`` (one row per epoch), TensorBoard events,
-``last.pt`` (every epoch), ``best.pt`` (best validation score) and ``metrics.json``.
+``last.pt`` (every epoch), ``best.pt`` (best validation score), ``metrics.json`` and ``.lock``
+(``run_folder.RunLock``, held while a run lasts).
 The checkpoint is chosen on the validation split (top-1 accuracy for single-label data, mAP for
 multi-label data); the test split is evaluated once, with the best-validation weights, at the end.
 """
