@@ -193,6 +193,9 @@ def test_repair_best_rewrites_from_last_or_refuses(tmp_path):
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 3
     with pytest.raises(ValueError, match="best.pt holds epoch 3 but .*last.pt records epoch 2 as the best"):
         repair_best(tmp_path, {"epoch": 4, "best": {"epoch": 2}})
+    (tmp_path / "best.pt").unlink()
+    with pytest.raises(ValueError, match="best.pt is missing but .*last.pt records epoch 2 as the best"):
+        repair_best(tmp_path, {"epoch": 4, "best": {"epoch": 2}})
 
 
 def test_resume_removes_temporary_files_of_a_killed_write(finished_run, tmp_path):
@@ -262,7 +265,8 @@ def tmpfs(where: Path, options: str):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     where.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
+                             text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -329,6 +333,12 @@ def test_model_mismatch_is_summarised(finished_run, tmp_path):
 def test_unknown_model_kw_lists_the_valid_ones(fmnist_dir, tmp_path):
     result = cli(*tiny_cli(fmnist_dir, tmp_path / "run", "--model-kw", '{"widht": "large"}'))  # the last one counts
     assert_clean_error(result, "unexpected keyword argument 'widht'", "width", "attn_kw", "head_kw")
+
+
+@pytest.mark.parametrize("accelerator", ["tpu", "mps"])  # never available on a Linux test machine
+def test_an_unavailable_accelerator_is_a_message(fmnist_dir, tmp_path, no_data_loading, accelerator):
+    assert_clean_error(cli(*tiny_cli(fmnist_dir, tmp_path / "run", "--accelerator", accelerator)), accelerator)
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- schedules and durability

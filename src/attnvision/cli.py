@@ -217,7 +217,8 @@ def demo(
     data_dir: Optional[str] = None,
 ) -> None:
     """A short comparison on Fashion-MNIST: resnet20 baseline vs a few attention modules."""
-    from .train import TrainConfig
+    from .checkpoint import DiskFullError
+    from .train import DivergedError, TrainConfig
     from .train import train as run_training
 
     console.print(f"[bold]attnvision demo[/]: resnet20 (small) on Fashion-MNIST, short recipe: "
@@ -234,6 +235,8 @@ def demo(
         for attn, cfg in configs.items():
             console.print(f"\n[bold]{attn}[/] → {cfg.out}", highlight=False)
             rows.append((attn, run_training(cfg, progress=sys.stderr.isatty())))
+    except (DivergedError, DiskFullError) as e:
+        fail(str(e), code=1)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     table = Table(title="resnet20 small, Fashion-MNIST (short demo recipe)")

@@ -41,16 +41,20 @@ class Registry(Generic[T]):
         """Call the constructor of ``name``; arguments it does not take raise ValueError naming the
         arguments it does take (instead of a TypeError from deep inside)."""
         constructor = self.get(name)
+
+        def refused(e: TypeError) -> ValueError:
+            return ValueError(f"{self.kind} '{name}': {e}; it takes: {', '.join(accepted_names(constructor))}")
+
         try:
             inspect.signature(constructor).bind(*args, **kw)
         except TypeError as e:
-            raise ValueError(f"{self.kind} '{name}': {e}; it takes: {', '.join(accepted_names(constructor))}") from None
+            raise refused(e) from None
         try:
             return constructor(*args, **kw)
-        except TypeError as e:  # a **kw passed on to the class it builds, which rejected a name
+        except TypeError as e:  # a name in **kw that the class the factory passes it on to rejects
             if "unexpected keyword argument" not in str(e):
                 raise
-            raise ValueError(f"{self.kind} '{name}': {e}; it takes: {', '.join(accepted_names(constructor))}") from None
+            raise refused(e) from None
 
 
 def accepted_names(constructor: Callable) -> list[str]:

@@ -92,7 +92,8 @@ class TrainConfig:
     batch_size: int = option(128, POSITIVE_INT)
     optimizer: str = option("sgd", ("sgd", "adamw"))  # "sgd" (Nesterov momentum) or "adamw"
     lr: float = option(0.1, Range(float, 0, above=True))
-    head_lr: float | None = option(None, Range(float, 0, above=True))  # a separate LR for the head (CSRA)
+    # a separate LR for the head (CSRA: 0.1 head, 0.01 backbone)
+    head_lr: float | None = option(None, Range(float, 0, above=True))
     momentum: float = option(0.9, Range(float, 0, 1, above=True))  # Nesterov needs momentum > 0
     weight_decay: float = option(5e-4, Range(float, 0))  # not applied to biases and normalisation parameters
     warmup_epochs: float = option(1.0, Range(float, 0))
@@ -278,14 +279,15 @@ def repair_best(out: Path, state: dict) -> None:
     epoch is the best one next to an older (or no) best.pt: rewrite best.pt from it. Any other
     mismatch is not what a crash leaves, so it is refused rather than reported with wrong weights."""
     path, best_epoch = out / "best.pt", state["best"]["epoch"]
-    found = load_checkpoint(path)["epoch"] if path.is_file() else None
+    found = load_checkpoint(path)["epoch"] if path.is_file() else -1  # -1: train's "no best yet"
     if found == best_epoch:
         return
     if best_epoch == state["epoch"]:
         save_checkpoint(state, path)
         return
-    raise ValueError(f"{path} holds epoch {found} but {out / 'last.pt'} records epoch {best_epoch} as the best: "
-                     "the run folder was changed outside this run; restore its best.pt or start a new run")
+    holds = f"holds epoch {found}" if found != -1 else "is missing"
+    raise ValueError(f"{path} {holds} but {out / 'last.pt'} records epoch {best_epoch} as the best: the run "
+                     "folder was changed outside this run; restore its best.pt or start a new run")
 
 
 def claim_run_folder(fabric, out: Path, state: dict | None) -> RunLock | None:
@@ -338,9 +340,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     cfg.validate()
     out = Path(cfg.out)
 
-    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                    strategy=cfg.strategy, precision=cfg.precision,
-                    loggers=TensorBoardLogger(str(out), name="", version="tb"))
+    try:
+        fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                        strategy=cfg.strategy, precision=cfg.precision,
+                        loggers=TensorBoardLogger(str(out), name="", version="tb"))
+    except (RuntimeError, ImportError) as e:  # "No supported gpu backend found!", torch_xla missing for tpu
+        raise ValueError(f"cannot run on accelerator '{cfg.accelerator}' with {cfg.devices} device(s), strategy "
+                         f"'{cfg.strategy}' here: {e}") from None
     fabric.launch()
     lock = claim_run_folder(fabric, out, state)
     try:
