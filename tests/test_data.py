@@ -135,11 +135,27 @@ def test_fashion_mnist_md5_mismatch_saves_nothing(isolated, tmp_path, monkeypatc
 def test_fashion_mnist_unreachable_url(isolated, tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "BASE_URL", (tmp_path / "offline").as_uri() + "/")
     with pytest.raises(FileNotFoundError) as e:
-        fm.load_fashion_mnist(tmp_path / "empty")
+        fm.load_fashion_mnist()
     message = str(e.value)
-    for part in ("not found", str(tmp_path / "empty"), "cannot download", "train-images-idx3-ubyte.gz",
+    for part in ("not found", str(isolated), "cannot download", "train-images-idx3-ubyte.gz",
                  "apt-get install dataset-fashion-mnist", "--data-dir"):
         assert part in message
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "fashion-mnist-scenes", "cifar10", "voc2007", "coco2014",
+                                  "image-list"])
+def test_a_named_data_folder_must_exist_and_hold_the_data(isolated, tmp_path, monkeypatch, name):
+    """Never a silent fall back to the system or cache copy when the named folder is mistyped."""
+    tiny_fashion_mnist(isolated / "fashion-mnist", n_train=30, n_test=10)  # a copy that must not be used
+    write_cifar(isolated, CIFAR10, per_batch=1)
+    with pytest.raises(FileNotFoundError, match=r"data_dir \(--data-dir\) .*typo does not exist"):
+        load_dataset(name, data_dir=tmp_path / "typo")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty"):
+        load_dataset(name, data_dir=tmp_path / "empty")
+    monkeypatch.setenv("ATTNVISION_DATA", str(tmp_path / "unset-typo"))
+    with pytest.raises(FileNotFoundError, match=r"\$ATTNVISION_DATA .*unset-typo does not exist"):
+        load_dataset(name)
 
 
 def test_fashion_mnist_retry_fetches_only_missing_files(isolated, tmp_path, monkeypatch):

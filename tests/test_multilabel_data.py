@@ -147,8 +147,9 @@ def test_voc_layout_variants_and_missing_data(tmp_path, voc_root, monkeypatch) -
     monkeypatch.setenv("ATTNVISION_CACHE", str(tmp_path / "cache"))
     direct = load_dataset("voc2007", data_dir=voc_root / "VOCdevkit" / "VOC2007", val_size=1, img_size=8)
     assert len(direct.test) == 3
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"ImageSets/Main/trainval.txt(.|\n)*VOCtrainval_06-Nov-2007"):
-        load_dataset("voc2007", data_dir=tmp_path / "nowhere", val_size=1)
+        load_dataset("voc2007", data_dir=tmp_path / "empty", val_size=1)
     (voc_root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
     with pytest.raises(FileNotFoundError, match="test set not found"):
         load_dataset("voc2007", data_dir=voc_root, val_size=1)
@@ -171,6 +172,17 @@ def test_voc_bad_annotations_name_the_file(voc_root) -> None:
     (voc_root / "fresh" / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000006.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"000006\.jpg"):
         load_dataset("voc2007", data_dir=voc_root / "fresh", val_size=1, img_size=8)
+
+
+def test_voc_ids_cannot_leave_the_dataset_folder(voc_root) -> None:
+    voc = voc_root / "VOCdevkit" / "VOC2007"
+    outside = voc_root / "outside"  # a readable annotation and image outside the VOC2007 folder
+    outside.mkdir()
+    (outside / "x.xml").write_text(voc_xml([("dog", 0)]))
+    solid(outside / "x.jpg", 50)
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000000\n../../../outside/x\n000001\n")
+    with pytest.raises(ValueError, match=r"trainval\.txt: '\.\./\.\./\.\./outside/x\.xml' points outside"):
+        load_dataset("voc2007", data_dir=voc_root, val_size=1, img_size=8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +262,18 @@ def test_coco_bad_files_name_the_file(tmp_path, monkeypatch) -> None:
     train_json.write_text(good)
     (root / "val2014" / "COCO_val2014_000000000013.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="COCO_val2014_000000000013.jpg"):
+        load_dataset("coco2014", data_dir=root, val_size=1, img_size=8)
+
+
+@pytest.mark.parametrize("file_name", ["../../outside/x.jpg", "/etc/x.jpg"])
+def test_coco_file_names_cannot_leave_the_dataset_folder(tmp_path, file_name) -> None:
+    root = write_coco(tmp_path / "coco")
+    solid(tmp_path / "outside" / "x.jpg", 50)
+    train_json = root / "annotations" / "instances_train2014.json"
+    data = json.loads(train_json.read_text())
+    data["images"][0]["file_name"] = file_name
+    train_json.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"instances_train2014\.json: '{file_name}' points outside .*train2014"):
         load_dataset("coco2014", data_dir=root, val_size=1, img_size=8)
 
 

@@ -11,7 +11,9 @@ Only tensors, numbers, strings, lists and dicts: it loads with ``weights_only=Tr
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,20 +23,65 @@ FORMAT = "attnvision-checkpoint"
 VERSION = 1
 
 
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically: a crash mid-write never leaves a half file there."""
+class DiskFullError(OSError):
+    """A write ran out of space; the message names the file, the space needed and what was kept."""
+
+
+def _atomic_write(path: str | Path, write) -> None:
+    """Write ``path`` atomically and durably: ``write(f)`` fills a temporary file in the same folder,
+    which is fsynced, renamed over ``path`` (``os.replace``), and then the folder is fsynced so the
+    rename itself survives a power cut. A crash mid-write never leaves a half file at ``path``; a
+    full disk raises DiskFullError and leaves the previous ``path`` untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except Exception as e:
+        if not _out_of_space(e):
+            raise
+        raise DiskFullError(_disk_full_message(path, Path(tmp))) from None
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def _out_of_space(e: BaseException | None) -> bool:
+    """Whether ``e`` or an exception it was raised while handling is ENOSPC / EDQUOT (torch.save's
+    zip writer answers a full disk with a RuntimeError of its own, raised while handling the OSError)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__context__
+    return False
+
+
+def _disk_full_message(path: Path, tmp: Path) -> str:
+    written = tmp.stat().st_size if tmp.exists() else 0
+    previous = path.stat().st_size if path.exists() else 0
+    free = shutil.disk_usage(path.parent).free
+    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+    return (f"disk full while writing {path}: it needs at least {max(written, previous) / 1e6:.1f} MB and "
+            f"{free / 1e6:.1f} MB are free on that file system; {kept}. Free space there (old run folders, "
+            "caches) or write to another folder, then run again (a run resumes with --resume).")
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically (see ``_atomic_write``)."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (see ``_atomic_write``)."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:

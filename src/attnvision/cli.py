@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -45,6 +46,7 @@ def list_cmd() -> None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: str = typer.Option("fashion-mnist", help="dataset name (see `attnvision list`)"),
     data_dir: Optional[str] = typer.Option(None, help="folder with the dataset files (default: $ATTNVISION_DATA, system paths)"),
     data_kw: Optional[str] = typer.Option(None, help='dataset options as JSON, e.g. \'{"canvas_size": 64}\''),
@@ -79,12 +81,22 @@ def train(
     strategy: str = typer.Option("auto", help="auto, ddp, …"),
     precision: str = typer.Option("32-true", help="32-true, bf16-mixed, 16-mixed"),
     out: str = typer.Option("runs/default", help="run folder"),
-    resume: Optional[str] = typer.Option(None, help="continue the run in this folder from its last.pt"),
+    resume: Optional[str] = typer.Option(None, help="continue the run in this folder from its last.pt, with its "
+                                         "saved options; --epochs N extends it to N epochs"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a model; writes metrics.json, log.csv, TensorBoard events, best.pt and last.pt."""
+    from .checkpoint import DiskFullError
     from .train import DivergedError, TrainConfig
     from .train import train as run_training
+
+    given = [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    if resume is not None:
+        refused = [f"--{name.replace('_', '-')}" for name in given if name not in ("resume", "epochs", "progress")]
+        if refused:
+            fail(f"--resume continues {resume} with the options it was started with; {', '.join(refused)} "
+                 "cannot change them (only --epochs can, to extend the run). Start a new run with another "
+                 "--out to change them.")
 
     head_kw = {k: v for k, v in (("heads", heads), ("lam", lam)) if v is not None}
     extra_model_kw = parse_json_dict("--model-kw", model_kw)
@@ -99,8 +111,9 @@ def train(
         strategy=strategy, precision=precision, out=out,
     )
     try:
-        metrics = run_training(cfg, resume=resume, progress=progress)
-    except DivergedError as e:
+        metrics = run_training(cfg, resume=resume, progress=progress,
+                               epochs=epochs if resume is not None and "epochs" in given else None)
+    except (DivergedError, DiskFullError) as e:
         fail(str(e), code=1)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
@@ -143,6 +156,11 @@ def boost_cmd(
 
     try:
         sweep = tuple(float(v) for v in lambdas.split(",")) if lambdas else LAMBDAS
+    except ValueError:
+        fail(f"--lambdas must be comma-separated numbers such as 0,0.1,0.5; got '{lambdas}'")
+    if not all(math.isfinite(v) for v in sweep):
+        fail(f"--lambdas must be finite numbers; got '{lambdas}'")
+    try:
         result = boost(checkpoint, sweep, data_dir=data_dir)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
@@ -253,7 +271,8 @@ def demo(
     data_dir: Optional[str] = None,
 ) -> None:
     """A short comparison on Fashion-MNIST: resnet20 baseline vs a few attention modules."""
-    from .train import TrainConfig
+    from .checkpoint import DiskFullError
+    from .train import DivergedError, TrainConfig
     from .train import train as run_training
 
     console.print(f"[bold]attnvision demo[/]: resnet20 (small) on Fashion-MNIST, short recipe: "
@@ -262,12 +281,16 @@ def demo(
                   "Full-length numbers: docs/results.md.", highlight=False)
     rows = []
     try:
-        for attn in attns.split(","):
-            name = None if attn == "none" else attn
-            cfg = TrainConfig(attn=name, epochs=epochs, train_subset=train_subset, val_size=val_size,
-                              data_dir=data_dir, out=str(Path(out) / attn))
+        configs = {attn: TrainConfig(attn=None if attn == "none" else attn, epochs=epochs, train_subset=train_subset,
+                                     val_size=val_size, data_dir=data_dir, out=str(Path(out) / attn))
+                   for attn in attns.split(",")}
+        for cfg in configs.values():  # every name and value, before the first run trains
+            cfg.validate()
+        for attn, cfg in configs.items():
             console.print(f"\n[bold]{attn}[/] → {cfg.out}", highlight=False)
             rows.append((attn, run_training(cfg, progress=sys.stderr.isatty())))
+    except (DivergedError, DiskFullError) as e:
+        fail(str(e), code=1)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     table = Table(title="resnet20 small, Fashion-MNIST (short demo recipe)")

@@ -6,7 +6,8 @@ or several CPU processes over gloo); everything else is a plain PyTorch loop:
     data (in memory) → TensorLoader (batched augmentation) → model → loss → Fabric backward → step
 
 One run folder holds ``config.yaml``, ``log.csv`` (one row per epoch), TensorBoard events,
-``last.pt`` (every epoch), ``best.pt`` (best validation score) and ``metrics.json``.
+``last.pt`` (every epoch), ``best.pt`` (best validation score), ``metrics.json`` and ``.lock``
+(``run_folder.RunLock``, held while a run lasts).
 The checkpoint is chosen on the validation split (top-1 accuracy for single-label data, mAP for
 multi-label data); the test split is evaluated once, with the best-validation weights, at the end.
 """
@@ -14,6 +15,7 @@ multi-label data); the test split is evaluated once, with the best-validation we
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -26,11 +28,48 @@ from torch import nn
 from tqdm import tqdm
 
 from .backbones import create_model
-from .checkpoint import load_checkpoint, save_checkpoint
+from .backbones.weights import state_dict_differences
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .data import DatasetBundle, TensorLoader, load_dataset
 from .losses import AsymmetricLoss, BCEWithLogits
 from .metrics import accuracy, multilabel_metrics
 from .profile import count_macs, count_params
+from .run_folder import RunLock, make_run_folder, remove_temp_files
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric option: ``low`` ≤ value ≤ ``high`` (> ``low`` with
+    ``above``), finite, and an integer where ``kind`` is int (a float option also takes an int)."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+
+    def problem(self, value) -> str | None:
+        """What is wrong with ``value``, or None."""
+        want = "an integer" if self.kind is int else "a finite number"
+        if self.low is not None and self.high is not None:
+            want += f" in {'(' if self.above else '['}{self.low}, {self.high}]"
+        elif self.low is not None:
+            want += f" {'>' if self.above else '≥'} {self.low}"
+        kinds = (int,) if self.kind is int else (int, float)
+        if (isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value)
+                or (self.low is not None and (value <= self.low if self.above else value < self.low))
+                or (self.high is not None and value > self.high)):
+            return f"must be {want}, got {value!r}"
+        return None
+
+
+def option(default, valid: Range | tuple | None = None):
+    """A TrainConfig field with its valid values (a Range or a tuple of choices) beside it, for
+    ``TrainConfig.validate``: the one rule for CLI flags, config files and resumed runs."""
+    return field(default=default, metadata={"valid": valid} if valid is not None else {})
+
+
+POSITIVE_INT = Range(int, 1)
+SEED = Range(int, 0, 2**32 - 1)  # Lightning's seed_everything replaces seeds outside this with 0
 
 
 @dataclass
@@ -40,36 +79,39 @@ class TrainConfig:
     data: str = "fashion-mnist"
     data_dir: str | None = None
     data_kw: dict = field(default_factory=dict)  # dataset-specific, e.g. {"canvas_size": 64}
-    task: str | None = None  # "single" or "multilabel", checked against the dataset; None: the dataset's
-    val_size: int | None = None  # None: the dataset's default (5,000 for Fashion-MNIST)
-    split_seed: int = 0  # fixed across run seeds so that all runs share one validation split
-    train_subset: int | None = None  # use only the first N training samples (short recipes)
+    # "single" or "multilabel", checked against the dataset; None: the dataset's
+    task: str | None = option(None, (None, "single", "multilabel"))
+    val_size: int | None = option(None, POSITIVE_INT)  # None: the dataset's default (5,000 for Fashion-MNIST)
+    split_seed: int = option(0, SEED)  # fixed across run seeds so that all runs share one validation split
+    train_subset: int | None = option(None, POSITIVE_INT)  # use only the first N training samples (short recipes)
     model: str = "resnet20"
     attn: str | None = None
     head: str | None = None  # None: the model's own head (gap for ResNets, eva for evanet20)
     model_kw: dict = field(default_factory=dict)  # e.g. {"width": "large", "attn_kw": {...}}
-    epochs: int = 15
-    batch_size: int = 128
-    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw"
-    lr: float = 0.1
-    head_lr: float | None = None  # a separate LR for the head (CSRA: 0.1 head, 0.01 backbone)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # not applied to biases and normalisation parameters
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"  # "cosine" (to 0) or "step" (× step_gamma every step_epochs)
-    step_epochs: int = 4
-    step_gamma: float = 0.1
-    loss: str | None = None  # None: "ce" for single-label, "bce" for multi-label; or "asl"
-    label_smoothing: float = 0.0
-    crop_pad: int = 2
+    epochs: int = option(15, POSITIVE_INT)
+    batch_size: int = option(128, POSITIVE_INT)
+    optimizer: str = option("sgd", ("sgd", "adamw"))  # "sgd" (Nesterov momentum) or "adamw"
+    lr: float = option(0.1, Range(float, 0, above=True))
+    # a separate LR for the head (CSRA: 0.1 head, 0.01 backbone)
+    head_lr: float | None = option(None, Range(float, 0, above=True))
+    momentum: float = option(0.9, Range(float, 0, 1, above=True))  # Nesterov needs momentum > 0
+    weight_decay: float = option(5e-4, Range(float, 0))  # not applied to biases and normalisation parameters
+    warmup_epochs: float = option(1.0, Range(float, 0))
+    schedule: str = option("cosine", ("cosine", "step"))  # cosine (to 0) or step (× step_gamma every step_epochs)
+    step_epochs: int = option(4, POSITIVE_INT)
+    step_gamma: float = option(0.1, Range(float, 0, 1, above=True))
+    loss: str | None = option(None, (None, "ce", "bce", "asl"))  # None: "ce" single-label, "bce" multi-label
+    label_smoothing: float = option(0.0, Range(float, 0, 1))
+    crop_pad: int = option(2, Range(int, 0))  # also checked against the image size once the data is loaded
     hflip: bool = True
-    seed: int = 0
+    seed: int = option(0, SEED)
     channels_last: bool = True
     accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
+    devices: int = option(1, POSITIVE_INT)
+    num_nodes: int = option(1, POSITIVE_INT)
     strategy: str = "auto"
-    precision: str = "32-true"
+    # "-true" modes would also need inputs cast to the weights' dtype
+    precision: str = option("32-true", ("32-true", "bf16-mixed", "16-mixed"))
     out: str = "runs/default"
 
     @classmethod
@@ -81,26 +123,26 @@ class TrainConfig:
         return cls(**d)
 
     def validate(self) -> None:
-        """Fail fast, before any data is loaded, on names and choices that cannot work."""
+        """Fail fast, before any data is loaded, on values, names and choices that cannot work."""
         from .attention import ATTENTION
         from .backbones import MODELS
         from .data import DATASETS
         from .heads import HEADS
 
+        for f in fields(self):
+            valid, value = f.metadata.get("valid"), getattr(self, f.name)
+            if isinstance(valid, tuple) and value not in valid:
+                raise ValueError(f"unknown {f.name} '{value}'; valid: {', '.join(v for v in valid if v)}")
+            if isinstance(valid, Range) and not (value is None and f.default is None):
+                problem = valid.problem(value)
+                if problem:
+                    raise ValueError(f"{f.name} {problem}")
         DATASETS.get(self.data)
         MODELS.get(self.model)
         if self.attn:
             ATTENTION.get(self.attn)
         if self.head:
             HEADS.get(self.head)
-        for name, value, valid in (("optimizer", self.optimizer, ("sgd", "adamw")),
-                                   ("schedule", self.schedule, ("cosine", "step")),
-                                   ("loss", self.loss, (None, "ce", "bce", "asl")),
-                                   ("task", self.task, (None, "single", "multilabel")),
-                                   # "-true" modes would also need inputs cast to the weights' dtype
-                                   ("precision", self.precision, ("32-true", "bf16-mixed", "16-mixed"))):
-            if value not in valid:
-                raise ValueError(f"unknown {name} '{value}'; valid: {', '.join(v for v in valid if v)}")
 
 
 class DivergedError(RuntimeError):
@@ -167,7 +209,7 @@ def build_model(cfg: TrainConfig, bundle: DatasetBundle) -> nn.Module:
 def load_bundle(cfg: TrainConfig) -> DatasetBundle:
     bundle = load_dataset(cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.split_seed,
                           **cfg.data_kw)
-    if cfg.train_subset:
+    if cfg.train_subset is not None:
         bundle.train = bundle.train.subset(torch.arange(min(cfg.train_subset, len(bundle.train))))
     return bundle
 
@@ -213,17 +255,72 @@ def param_checksum(model: nn.Module) -> float:
 def _write_log(path: Path, history: list[dict]) -> None:
     if not history:
         return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> dict:
+def load_model_state(model: nn.Module, state_dict: dict, path: str | Path) -> None:
+    """``model.load_state_dict`` whose error summarises the key differences (counts, a few names)."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:
+        raise ValueError(f"{path}: weights do not fit the model its config describes "
+                         f"({state_dict_differences(model, state_dict)}); was it written by another "
+                         "version of attnvision?") from None
+
+
+def repair_best(out: Path, state: dict) -> None:
+    """Make ``best.pt`` hold the best epoch that ``last.pt`` (``state``) records.
+
+    Each epoch writes last.pt before best.pt, so a kill between the two leaves a last.pt whose own
+    epoch is the best one next to an older (or no) best.pt: rewrite best.pt from it. Any other
+    mismatch is not what a crash leaves, so it is refused rather than reported with wrong weights."""
+    path, best_epoch = out / "best.pt", state["best"]["epoch"]
+    found = load_checkpoint(path)["epoch"] if path.is_file() else -1  # -1: train's "no best yet"
+    if found == best_epoch:
+        return
+    if best_epoch == state["epoch"]:
+        save_checkpoint(state, path)
+        return
+    holds = f"holds epoch {found}" if found != -1 else "is missing"
+    raise ValueError(f"{path} {holds} but {out / 'last.pt'} records epoch {best_epoch} as the best: the run "
+                     "folder was changed outside this run; restore its best.pt or start a new run")
+
+
+def claim_run_folder(fabric, out: Path, state: dict | None) -> RunLock | None:
+    """Rank 0 creates and locks ``out``, deletes temporary files a killed write left and, on resume,
+    repairs best.pt. All ranks raise the same error when that fails (a rank that stopped alone
+    would leave the others waiting). Returns rank 0's lock (None on other ranks)."""
+    lock, error = None, None
+    if fabric.global_rank == 0:
+        try:
+            make_run_folder(out)
+            lock = RunLock(out)
+            remove_temp_files(out)
+            if state is not None:
+                repair_best(out, state)
+        except (ValueError, OSError) as e:
+            if lock is not None:
+                lock.release()
+            error = str(e)
+    error = fabric.broadcast(error)
+    if error:
+        raise ValueError(error)
+    return lock
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
+          epochs: int | None = None) -> dict:
     """Train (or resume) a run; returns the metrics written to ``metrics.json``.
 
     ``resume`` is a run folder: its ``last.pt`` supplies config, weights, optimizer, schedule,
-    RNG and history, and training continues at the next epoch exactly as if never stopped.
+    RNG and history, and training continues at the next epoch exactly as if never stopped
+    (``cfg`` is not used). ``epochs`` (with ``resume`` only) extends the run to that many epochs;
+    the LR schedule is then that of the new length, so the LR steps up where a cosine schedule
+    had decayed it. The run folder is locked while the run lasts.
     """
     from lightning.fabric import Fabric
     from lightning.fabric.loggers import TensorBoardLogger
@@ -233,13 +330,34 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         state = load_checkpoint(Path(resume) / "last.pt")
         cfg = TrainConfig.from_dict(state["config"])
         cfg.out = str(resume)
+        if epochs is not None:
+            if epochs < state["epoch"]:
+                raise ValueError(f"--epochs {epochs} is fewer than the {state['epoch']} epochs {resume} has "
+                                 "already trained; pass more to extend it, or none to finish it")
+            cfg.epochs = epochs
+    elif epochs is not None:
+        raise ValueError("epochs= extends a resumed run; set cfg.epochs for a new one")
     cfg.validate()
     out = Path(cfg.out)
 
-    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                    strategy=cfg.strategy, precision=cfg.precision,
-                    loggers=TensorBoardLogger(str(out), name="", version="tb"))
+    try:
+        fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                        strategy=cfg.strategy, precision=cfg.precision,
+                        loggers=TensorBoardLogger(str(out), name="", version="tb"))
+    except (RuntimeError, ImportError) as e:  # "No supported gpu backend found!", torch_xla missing for tpu
+        raise ValueError(f"cannot run on accelerator '{cfg.accelerator}' with {cfg.devices} device(s), strategy "
+                         f"'{cfg.strategy}' here: {e}") from None
     fabric.launch()
+    lock = claim_run_folder(fabric, out, state)
+    try:
+        return _train(fabric, cfg, state, out, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, progress: bool) -> dict:
+    """The body of ``train``, run with the run folder claimed."""
     fabric.seed_everything(cfg.seed, verbose=False)
     if fabric.device.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -249,6 +367,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     if cfg.task not in (None, bundle.task):
         raise ValueError(f"--task {cfg.task} but dataset '{cfg.data}' is {bundle.task}")
     task, metric = bundle.task, selection_metric(bundle.task)
+    if cfg.crop_pad >= min(bundle.img_size):
+        raise ValueError(f"crop_pad {cfg.crop_pad} is not smaller than the {bundle.img_size[0]}×{bundle.img_size[1]} "
+                         f"images of '{cfg.data}': pass at most {min(bundle.img_size) - 1} (0: no crop)")
     loss_fn = build_loss(cfg, task)
     model = build_model(cfg, bundle)
     macs = count_macs(model, (bundle.in_chans, *bundle.img_size))
@@ -268,7 +389,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
 
     start_epoch, history, best, train_time = 0, [], {"epoch": -1, f"val_{metric}": -math.inf}, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
+        load_model_state(model, state["model"], out / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
@@ -278,8 +399,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     model, optimizer = fabric.setup(model, optimizer)
 
     if fabric.global_rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
     dataset_info = {"task": task, "num_classes": bundle.num_classes, "in_chans": bundle.in_chans,
                     "class_names": bundle.class_names, "mean": list(bundle.mean), "std": list(bundle.std)}
 
@@ -315,11 +435,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                 # would leave the others waiting in the next all-reduce
                 mean_loss = loss_sum.item() / seen
                 if not math.isfinite(fabric.all_reduce(loss_sum.clone(), reduce_op="sum").item()):  # in place
-                    raise DivergedError(
-                        f"loss became {mean_loss} at epoch {epoch + 1}, step {step + 1}; "
-                        f"the last good checkpoint is kept at {out / 'last.pt'} (epoch {epoch}). "
-                        "Lower --lr or raise --warmup-epochs."
-                    )
+                    kept = (f"the last good checkpoint is kept at {out / 'last.pt'} (epoch {epoch})" if epoch
+                            else "no checkpoint was written (this was the first epoch)")
+                    raise DivergedError(f"loss became {mean_loss} at epoch {epoch + 1}, step {step + 1}; {kept}. "
+                                        "Lower --lr or raise --warmup-epochs.")
                 bar.set_postfix(loss=f"{mean_loss:.4f}", **({"acc": f"{100 * correct.item() / seen:.2f}"}
                                                              if task == "single" else {}),
                                 img_s=f"{seen * fabric.world_size / (time.perf_counter() - t0):.0f}")
@@ -340,6 +459,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         fabric.log_dict({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
         if fabric.global_rank == 0:
             ckpt = checkpoint(epoch + 1)
+            # last.pt first: a kill before best.pt is written leaves what resume needs to redo it (repair_best)
             save_checkpoint(ckpt, out / "last.pt")
             if is_best:
                 save_checkpoint(ckpt, out / "best.pt")
@@ -349,7 +469,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
                   f"val {metric} {val[metric]:.2f}%  {row['images_per_s']:.0f} img/s  {epoch_time:.1f}s", flush=True)
         fabric.barrier()
 
+    if best["epoch"] < 1:
+        raise DivergedError(f"the validation {metric} was never a finite number, so no best checkpoint exists; "
+                            "lower --lr or raise --warmup-epochs")
     best_state = load_checkpoint(out / "best.pt", map_location=fabric.device)
+    if best_state["epoch"] != best["epoch"]:  # the lock and repair_best rule this out; a wrong number is worse
+        raise ValueError(f"{out / 'best.pt'} holds epoch {best_state['epoch']}, not the best epoch "
+                         f"{best['epoch']}: the run folder was changed outside this run")
     model.module.load_state_dict(best_state["model"])
     test = evaluate(fabric, model.module, split_loader(cfg, bundle, "test", fabric), loss_fn, task)
     metrics = {
@@ -372,7 +498,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         sums = fabric.all_gather(torch.tensor([param_checksum(model.module)], device=fabric.device)).flatten()
         metrics["rank_param_checksums"] = sums.tolist()
     if fabric.global_rank == 0:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -387,10 +513,7 @@ def load_run(path: str | Path, data_dir: str | None = None):
         cfg.data_dir = data_dir
     bundle = load_bundle(cfg)
     model = build_model(cfg, bundle)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit the model its config describes: {e}") from None
+    load_model_state(model, state["model"], path)
     fabric = Fabric(accelerator="auto", devices=1, precision=cfg.precision)
     model = model.to(fabric.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     return cfg, bundle, model.eval(), fabric, state

@@ -46,6 +46,22 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def key_summary(what: str, keys: list[str], shown: int = 3) -> str:
+    """"2 missing (e.g. a, b)": a count and the first few names, not kilobytes of them."""
+    return f"{len(keys)} {what} (e.g. {', '.join(keys[:shown])}{', …' if len(keys) > shown else ''})"
+
+
+def state_dict_differences(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """Why ``state`` does not load into ``model``: missing, unexpected and reshaped keys, summarised."""
+    own = model.state_dict()
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(own.keys() & state.keys()) if state[k].shape != own[k].shape]
+    parts = [key_summary(what, keys) for what, keys in (("missing", sorted(own.keys() - state.keys())),
+                                                        ("unexpected", sorted(state.keys() - own.keys())),
+                                                        ("of another shape", shapes)) if keys]
+    return "; ".join(parts) or "no key differences"
+
+
 def _to_attnvision_name(key: str) -> str:
     """torchvision's classifier ``fc.*`` is attnvision's ``head.fc.*``; every other name is shared."""
     return "head." + key if key.startswith("fc.") else key
@@ -88,8 +104,7 @@ def load_weights(model: nn.Module, path: str | Path, strict_shapes: bool = True)
         "unexpected": list(result.unexpected_keys),
         "mismatched": mismatched,
     }
-    problems = [f"{len(report[k])} {k} (e.g. {report[k][:3]})"
-                for k in ("missing", "unexpected", "mismatched") if report[k]]
+    problems = [key_summary(k, report[k]) for k in ("missing", "unexpected", "mismatched") if report[k]]
     if problems:
         warnings.warn(f"loading {path}: " + "; ".join(problems), stacklevel=2)
     return report

@@ -9,8 +9,9 @@ Files: the official "python version", either the tarball (``cifar-10-python.tar.
 ``b'data'``: uint8 (N, 3072), one image per row as three row-major 32×32 planes R, G, B, and
 ``b'labels'`` (CIFAR-10) or ``b'fine_labels'`` (CIFAR-100); the meta file names the classes.
 
-Search order: ``data_dir`` argument, ``$ATTNVISION_DATA``, the cache (``$ATTNVISION_CACHE`` or
-``~/.cache/attnvision``); in each, the extracted folder, the folder itself, then the tarball.
+Search order: ``data_dir`` alone when given, else ``$ATTNVISION_DATA`` then the cache
+(``$ATTNVISION_CACHE`` or ``~/.cache/attnvision``); in each, the extracted folder, the folder
+itself, then the tarball.
 Nothing is downloaded.
 
 The pickles are opened with an unpickler that only builds dicts, lists, bytes, numbers and
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from .base import DatasetBundle, Split, split_train_val
-from .download import cache_root, user_dirs
+from .download import cache_root, search_dirs
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def _unpickle(raw: bytes, where: str) -> dict:
 def _find(fmt: CifarFormat, data_dir: str | Path | None) -> Path:
     """The first extracted folder or tarball in the search order."""
     looked = []
-    for base in user_dirs(data_dir) + [cache_root()]:
+    for base in search_dirs(data_dir, cache_root()):
         for candidate in (base / fmt.folder, base, base / fmt.tarball):
             if (candidate.is_dir() and (candidate / fmt.meta).is_file()) or candidate.is_file():
                 return candidate

@@ -6,11 +6,12 @@ Layout (the official ``train2014.zip``, ``val2014.zip`` and ``annotations_trainv
 
     <root>/annotations/instances_train2014.json   {"images", "annotations", "categories"}
     <root>/annotations/instances_val2014.json
-    <root>/train2014/COCO_train2014_<id>.jpg        (any file_name the JSON gives)
+    <root>/train2014/COCO_train2014_<id>.jpg        (any file_name the JSON gives, inside train2014/)
     <root>/val2014/COCO_val2014_<id>.jpg
 
-``<root>`` is searched as ``<dir>``, ``<dir>/coco`` and ``<dir>/coco2014`` for each of
-``data_dir``, ``$ATTNVISION_DATA`` and ``<cache>/coco2014``. Nothing is downloaded (19 GB).
+``<root>`` is searched as ``<dir>``, ``<dir>/coco`` and ``<dir>/coco2014`` for ``data_dir`` alone
+when given, else for each of ``$ATTNVISION_DATA`` and ``<cache>/coco2014``. Nothing is downloaded
+(19 GB).
 
 Labels: class c is positive in an image with at least one instance of category c (crowd
 instances included, as in CSRA's and ASL's label files), else negative; there is no "ignored".
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 from .base import DatasetBundle, Split, split_train_val
-from .download import cache_root, user_dirs
+from .download import cache_root, inside, search_dirs
 from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
 
 HOW_TO_GET = (
@@ -47,7 +48,7 @@ def annotation_file(root: Path, part: str) -> Path:
 
 def find_coco2014(data_dir: str | Path | None) -> Path:
     """The first candidate folder holding both instances_{train,val}2014.json."""
-    roots = user_dirs(data_dir) + [cache_root() / "coco2014"]
+    roots = search_dirs(data_dir, cache_root() / "coco2014")
     candidates = [d for r in roots for d in (r, r / "coco", r / "coco2014")]
     for d in candidates:
         if all(annotation_file(d, part).is_file() for part in ("train2014", "val2014")):
@@ -99,8 +100,8 @@ def read_coco_split(root: Path, part: str, img_size: int, keep_empty: bool, pars
     keep = torch.arange(len(images)) if keep_empty else targets.any(1).nonzero().flatten()
     if len(keep) == 0:
         raise ValueError(f"{path} has no annotated images; replace it with the official file")
-    files = [root / part / images[i][1] for i in keep.tolist()]
-    return Split(load_images(files, img_size), targets[keep])
+    files = [inside(root / part, name, str(path)) for _, name in images]  # every name checked, kept or not
+    return Split(load_images([files[i] for i in keep.tolist()], img_size), targets[keep])
 
 
 def load_coco2014(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0, img_size: int = 224,

@@ -1,8 +1,9 @@
 """Where dataset files come from: the folders every reader searches, and a verified download.
 
-Search order (each reader appends its own system folders and the cache):
-``data_dir`` argument, then ``$ATTNVISION_DATA``, then the cache (``$ATTNVISION_CACHE``,
-default ``~/.cache/attnvision``), the only place a download writes to.
+Search order: a ``data_dir`` argument alone, when given (a folder the user names is never
+silently replaced by another copy); otherwise ``$ATTNVISION_DATA``, then the reader's own system
+folders and the cache (``$ATTNVISION_CACHE``, default ``~/.cache/attnvision``), the only place a
+download writes to.
 """
 
 from __future__ import annotations
@@ -20,9 +21,32 @@ def cache_root() -> Path:
     return Path(os.environ.get("ATTNVISION_CACHE") or Path.home() / ".cache" / "attnvision")
 
 
-def user_dirs(data_dir: str | Path | None) -> list[Path]:
-    """The folders the user named: ``data_dir`` then ``$ATTNVISION_DATA`` (unset ones skipped)."""
-    return [Path(p).expanduser() for p in (data_dir, os.environ.get("ATTNVISION_DATA")) if p]
+def search_dirs(data_dir: str | Path | None, *fallbacks: Path) -> list[Path]:
+    """The folders a reader searches: ``[data_dir]`` when given, else ``$ATTNVISION_DATA`` (when
+    set) followed by ``fallbacks`` (the reader's system folders and the cache). A named path that
+    does not exist is an error."""
+    if data_dir is not None:
+        named, what = data_dir, "data_dir (--data-dir)"
+    else:
+        named, what = os.environ.get("ATTNVISION_DATA"), "$ATTNVISION_DATA"
+    if not named:
+        return list(fallbacks)
+    path = Path(named).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist; fix the path, or leave it out to use the "
+                                "system and cache folders")
+    return [path] if data_dir is not None else [path, *fallbacks]
+
+
+def inside(root: Path, name: str, where: str) -> Path:
+    """``root / name``, refused when ``name`` (read from an annotation file) leads outside ``root``
+    with ``..`` or an absolute path. Checked on the normalised path, not the resolved one, so a
+    dataset whose folders are symlinks to other disks still loads."""
+    path = root / name
+    if os.path.commonpath([os.path.normpath(path), os.path.normpath(root)]) != os.path.normpath(root):
+        raise ValueError(f"{where}: '{name}' points outside {root}; annotation files may only name files "
+                         "inside the dataset folder: replace it with the official file")
+    return path
 
 
 def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:

@@ -1,11 +1,12 @@
 """Fashion-MNIST (Xiao et al., "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine
 Learning Algorithms", arXiv:1708.07747, 2017): 60k train / 10k test 28×28 grey images, 10 classes.
 
-Files are the four official IDX files (``train-images-idx3-ubyte.gz`` …), searched in this order
-(each folder also as ``<folder>/fashion-mnist``): ``data_dir`` argument, ``$ATTNVISION_DATA``,
-Debian's ``dataset-fashion-mnist`` package (/usr/share/datasets/fashion-mnist), then the cache
-(``$ATTNVISION_CACHE`` or ``~/.cache/attnvision``, folder ``fashion-mnist``). When none has them,
-the missing files are downloaded from the official mirror into the cache and MD5-checked.
+Files are the four official IDX files (``train-images-idx3-ubyte.gz`` …), searched in
+``data_dir`` alone when given (also as ``<data_dir>/fashion-mnist``); otherwise in
+``$ATTNVISION_DATA`` (also its ``fashion-mnist/``), Debian's ``dataset-fashion-mnist`` package
+(/usr/share/datasets/fashion-mnist), then the cache (``$ATTNVISION_CACHE`` or
+``~/.cache/attnvision``, folder ``fashion-mnist``). When none has them, the missing files are
+downloaded from the official mirror into the cache and MD5-checked (never with ``data_dir``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from .base import DatasetBundle, Split, split_train_val
-from .download import cache_root, fetch, user_dirs
+from .download import cache_root, fetch, search_dirs
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -68,12 +69,18 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def find_dir(data_dir: str | Path | None) -> Path:
-    """The first folder holding all four files; otherwise download them into the cache."""
+    """The first folder holding all four files; otherwise (without ``data_dir``) download them
+    into the cache."""
     cache = cache_root() / "fashion-mnist"
-    candidates = [q for p in user_dirs(data_dir) for q in (p, p / "fashion-mnist")] + [DEBIAN_DIR, cache]
+    candidates = [q for p in search_dirs(data_dir) for q in (p, p / "fashion-mnist")]
+    if data_dir is None:
+        candidates += [DEBIAN_DIR, cache]
     for d in candidates:
         if all((d / f).is_file() for f in FILES.values()):
             return d
+    if data_dir is not None:
+        raise FileNotFoundError(f"Fashion-MNIST not found in data_dir (looked in: {', '.join(map(str, candidates))}): "
+                                f"it must hold {', '.join(FILES.values())}. {HOW_TO_INSTALL}")
     try:
         for key, name in FILES.items():
             if not (cache / name).is_file():  # a fetch that failed halfway keeps the files it got

@@ -10,7 +10,7 @@ Two list files, one for training and one for testing, each either
 
 Relative paths are relative to the folder of the list file. Without ``train_file`` /
 ``test_file``, ``train.csv`` (or ``train.json``) and ``test.csv`` (``test.json``) are looked for
-in ``data_dir`` and then ``$ATTNVISION_DATA``.
+in ``data_dir`` (or, without it, ``$ATTNVISION_DATA``).
 
 Classes: ``class_names`` if given (a label outside it is an error), else the sorted union of
 the names in both files. Targets are 1 for listed labels and 0 otherwise (no "ignored").
@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from .base import DatasetBundle, Split, split_train_val
-from .download import user_dirs
+from .download import search_dirs
 from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
 
 Entry = tuple[Path, list[str], str]  # image path, label names, where it was read (for errors)
@@ -85,8 +85,8 @@ def _read_json(path: Path) -> list[Entry]:
 
 
 def find_list(data_dir: str | Path | None, split: str) -> Path:
-    """``<dir>/<split>.csv`` or ``.json`` in ``data_dir`` or ``$ATTNVISION_DATA``."""
-    candidates = [d / f"{split}.{ext}" for d in user_dirs(data_dir) for ext in ("csv", "json")]
+    """``<dir>/<split>.csv`` or ``.json`` in ``data_dir`` (or, without it, ``$ATTNVISION_DATA``)."""
+    candidates = [d / f"{split}.{ext}" for d in search_dirs(data_dir) for ext in ("csv", "json")]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

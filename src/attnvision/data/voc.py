@@ -9,8 +9,8 @@ both extract into)::
     VOCdevkit/VOC2007/JPEGImages/<id>.jpg
 
 The VOC2007 folder is searched as ``<dir>``, ``<dir>/VOC2007`` and ``<dir>/VOCdevkit/VOC2007``
-for each of ``data_dir``, ``$ATTNVISION_DATA`` and ``<cache>/voc2007``; trainval and test may
-sit in different ones. Nothing is downloaded (the tars are 0.9 GB).
+for ``data_dir`` alone when given, else for each of ``$ATTNVISION_DATA`` and ``<cache>/voc2007``;
+trainval and test may sit in different ones. Nothing is downloaded (the tars are 0.9 GB).
 
 Labels (the rule behind VOC's own ``<class>_<set>.txt`` files and CSRA's ``prepare_voc.py``):
 class c is positive (1) in an image with at least one non-difficult object of class c, absent
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from .base import DatasetBundle, Split, split_train_val
-from .download import cache_root, user_dirs
+from .download import cache_root, inside, search_dirs
 from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -51,7 +51,7 @@ HOW_TO_GET = (
 
 def find_voc2007(data_dir: str | Path | None, image_set: str) -> Path:
     """The first candidate VOC2007 folder holding ``ImageSets/Main/<image_set>.txt``."""
-    roots = user_dirs(data_dir) + [cache_root() / "voc2007"]
+    roots = search_dirs(data_dir, cache_root() / "voc2007")
     candidates = [d for r in roots for d in (r, r / "VOC2007", r / "VOCdevkit" / "VOC2007")]
     for d in candidates:
         if (d / "ImageSets" / "Main" / f"{image_set}.txt").is_file():
@@ -91,7 +91,7 @@ def read_voc_split(root: Path, image_set: str, img_size: int) -> Split:
     index = {name: i for i, name in enumerate(CLASSES)}
     targets = torch.zeros(len(ids), len(CLASSES))
     for row, image_id in enumerate(ids):
-        path = root / "Annotations" / f"{image_id}.xml"
+        path = inside(root / "Annotations", f"{image_id}.xml", str(list_file))
         for name, difficult in parse_annotation(path):
             if name not in index:
                 raise ValueError(f"annotation file {path}: unknown class '{name}'; "
@@ -101,7 +101,7 @@ def read_voc_split(root: Path, image_set: str, img_size: int) -> Split:
                 targets[row, c] = 1.0
             elif targets[row, c] == 0:
                 targets[row, c] = -1.0
-    images = load_images([root / "JPEGImages" / f"{i}.jpg" for i in ids], img_size)
+    images = load_images([inside(root / "JPEGImages", f"{i}.jpg", str(list_file)) for i in ids], img_size)
     return Split(images, targets)
 
 
