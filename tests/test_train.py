@@ -225,3 +225,12 @@ def test_cli_profile_json():
     report = json.loads(result.output)
     assert report["params"] == 272_474 + 3 * 3 + 3 * 3 + 3 * 3  # ECA adds k=3 weights per block (C=16/32/64)
     assert report["macs"] > 40e6 and report["latency_ms_b1"] > 0 and report["latency_ms_b32"] > 0
+
+
+def test_version_and_python_m():
+    from attnvision import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"attnvision {__version__}"
+    out = subprocess.run([sys.executable, "-m", "attnvision", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"attnvision {__version__}"

@@ -17,6 +17,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 
+def print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"attnvision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def common(version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                                        help="print the version and exit")) -> None:
+    """Attention modules, heads and backbones for image classification."""
+
+
 def parse_json_dict(option: str, text: Optional[str]) -> dict:
     if not text:
         return {}

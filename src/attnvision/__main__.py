@@ -1,0 +1,5 @@
+"""``python -m attnvision``: the same commands as ``attnvision``."""
+
+from .cli import main
+
+main()
