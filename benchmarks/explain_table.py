@@ -63,7 +63,7 @@ def main() -> None:
         if name == args.baseline:
             continue
         other = torch.load(folder / "explain-pairs.pt", weights_only=True)
-        if not torch.equal(other["pairs"], base["pairs"]):
+        if not torch.equal(other["pairs"].long(), base["pairs"].long()):
             raise SystemExit(f"{name} and {args.baseline} explain different pairs: not comparable")
         a, b = other["gradcam"], base["gradcam"]
         test = mcnemar_exact(a["pointing_game"].bool(), b["pointing_game"].bool())

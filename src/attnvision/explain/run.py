@@ -1,8 +1,9 @@
 """Explain a trained run: maps for a split's images, their localisation and faithfulness scores,
-one figure per image, ``scores.json`` (the means) and ``pairs.pt`` (every pair's scores: (P, 2)
-"pairs" rows (image, class), then per map name its per-pair scores in [0, 1] for localisation,
-percent for deletion/insertion, whose pairs are the first ``faithfulness_pairs``). ``attnvision explain`` is a thin layer over
-:func:`explain_checkpoint`; it reads the model and data through ``train.load_run`` only.
+one figure per image, ``scores.json`` (the means) and ``pairs.pt`` (every pair's scores: "pairs"
+(P, 2) rows (image, class), then per map name its per-pair scores: localisation in [0, 1],
+deletion/insertion in percent for the first ``faithfulness_pairs`` pairs). ``attnvision explain``
+is a thin layer over :func:`explain_checkpoint`; it reads the model and data through
+``train.load_run`` only.
 
 Phases: select the images and the (image, class) pairs to explain → ``map_and_score``: per batch
 of images, every method's maps for its pairs and their per-pair localisation scores (no map of
@@ -122,8 +123,18 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[s
               "layer": layer or "head input", "epoch": state["epoch"], "threads": torch.get_num_threads(),
               "device": str(fabric.device), "methods": summary}
     (out / "scores.json").write_text(json.dumps(result, indent=2))
-    torch.save(saved, out / "pairs.pt")
+    torch.save(compact(saved), out / "pairs.pt")
     return result
+
+
+def compact(saved: dict) -> dict:
+    """``pairs.pt`` in small types: hits (pointing game, valid) as bool, other scores as float16
+    (3 significant digits, plenty for means and paired tests), pairs as int32."""
+    def small(name: str, t: torch.Tensor) -> torch.Tensor:
+        return t.bool() if name.startswith("pointing") or name == "valid" else t.half()
+
+    return {key: value.int() if key == "pairs" else {name: small(name, t) for name, t in value.items()}
+            for key, value in saved.items()}
 
 
 def select_images(bundle, data_name: str, split: str, images: int | None,
