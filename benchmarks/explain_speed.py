@@ -5,7 +5,7 @@
 resnet20 + CBAM on 64×64 single-channel images (the scene datasets' size), eval mode, no_grad:
 forward passes timed in interleaved rounds on one model, (a) never explained, (b) right after an
 ``attention_maps`` call (hooks removed again), (c) an ``attention_maps`` call itself (the forward
-pass plus every module's maps). Medians over rounds; ratios to (a).
+pass plus every module's maps). Medians over rounds; per-round ratios to (a).
 """
 
 from __future__ import annotations
@@ -45,13 +45,14 @@ def main() -> None:
             times["off (never explained)"].append(timed(lambda: never(x)))
             times["capturing"].append(timed(lambda: attention_maps(model, x)))
             times["off (after a capture)"].append(timed(lambda: model(x)))
-    base = statistics.median(times["off (never explained)"])
+    never = times["off (never explained)"]
     print(f"resnet20 + cbam, batch {args.batch}, 64×64, {torch.get_num_threads()} threads, "
-          f"{args.rounds} rounds × {args.repeats} passes")
+          f"{args.rounds} rounds × {args.repeats} passes; ratio = per-round time / the same round's "
+          "never-explained time: median [min, max]")
     for name, values in times.items():
-        med = statistics.median(values)
-        print(f"{name:24s} {1000 * med:8.1f} ms  {args.batch / med:7.0f} img/s  ratio {med / base:.3f}")
-
+        ratios = [v / n for v, n in zip(values, never)]
+        print(f"{name:24s} {1000 * statistics.median(values):8.1f} ms  {args.batch / statistics.median(values):7.0f} img/s"
+              f"  ratio {statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]")
 
 if __name__ == "__main__":
     main()
