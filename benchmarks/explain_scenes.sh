@@ -24,10 +24,11 @@ ATTNS=${ATTNS:-"none se eca cbam bam eca_cbam"}
 HEADS=${HEADS:-"gap csra1 query2label"}
 declare -A HEAD_ARGS=([gap]="--head gap" [csra1]="--head csra --heads 1 --lam 0.1" [query2label]="--head query2label")
 
-explain_kept() {  # explain_kept RUN KEPT: Grad-CAM and the model's own maps over the test split
+explain_kept() {  # explain_kept RUN KEPT FAITHFULNESS_IMAGES: Grad-CAM and own maps over the test split
   local run=$1 kept=$2
   [ -f "$kept/explain-scores.json" ] && return 0
-  .venv/bin/attnvision explain --checkpoint "$run/best.pt" --split test --images all --figures 8 --out "$run/explain"
+  .venv/bin/attnvision explain --checkpoint "$run/best.pt" --split test --images all --figures 8 \
+    --faithfulness-images "$3" --out "$run/explain"
   cp "$run/explain/pairs.pt" "$kept/explain-pairs.pt"
   cp "$run/explain/scores.json" "$kept/explain-scores.json"
 }
@@ -40,7 +41,7 @@ for seed in ${@:-0}; do
     train_kept "$run" "$kept" --data fashion-mnist-scenes-single --model resnet20 "${args[@]}" \
       --epochs "${EPOCHS_A:-15}" --batch-size 128 --lr 0.1 --warmup-epochs 1 --precision "$PRECISION" \
       "${subset[@]}" --seed "$seed"
-    [ "${TRAIN_ONLY:-0}" = 1 ] || explain_kept "$run" "$kept"
+    [ "${TRAIN_ONLY:-0}" = 1 ] || explain_kept "$run" "$kept" 128
   done
   for name in $HEADS; do
     run="runs/explain-multi$tag_b/$name-s$seed" kept="docs/runs/explain-multi$tag_b/$name-s$seed"
@@ -48,6 +49,7 @@ for seed in ${@:-0}; do
     train_kept "$run" "$kept" --task multilabel --data fashion-mnist-scenes --model resnet20 ${HEAD_ARGS[$name]} \
       --lr 0.05 --head-lr 0.5 --batch-size 128 --epochs "${EPOCHS_B:-20}" --warmup-epochs 1 --schedule cosine \
       --precision "$PRECISION" "${subset[@]}" --seed "$seed"
-    [ "${TRAIN_ONLY:-0}" = 1 ] || explain_kept "$run" "$kept"
+    # 64 multi-label scenes hold ~160 (image, class) pairs, about the 128 pairs of the single part
+    [ "${TRAIN_ONLY:-0}" = 1 ] || explain_kept "$run" "$kept" 64
   done
 done
