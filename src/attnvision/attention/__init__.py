@@ -9,6 +9,10 @@ module that maps (B, C, H, W) → (B, C, H, W) unless its docstring says otherwi
 - ``"conv"``: a replacement for convolutions (SASA, AA-conv), used by models built around it
   (e.g. ``sanet20``); ResNets refuse it as ``attn``.
 
+Explainability: a module whose attention can be shown implements ``attention_maps(x, queries)
+-> dict[str, Tensor]`` for its own input x, computed with the same functions as its forward pass
+(``attnvision.explain.capture`` lists the shapes per kind).
+
 A new mechanism is one new file in this folder plus one ``ATTENTION.add`` line below.
 """
 
