@@ -1,20 +1,23 @@
 """Summarise explained runs (each kept folder's metrics.json, explain-scores.json, explain-pairs.pt)
 into the markdown tables of docs/results.md.
 
-    .venv/bin/python benchmarks/explain_table.py docs/runs/explain-single-e3-n10000 --baseline none-s0
+    .venv/bin/python benchmarks/explain_table.py docs/runs/explain-single-e3-n10000 --baseline none
 
 Table 1, one block per run: its test metric, then each map (Grad-CAM, the model's own map) and
 the random map, with the localisation scores over every (test image, present class) pair and
 deletion/insertion AUC on the first images; the centre and box reference rows once (they do not
-depend on the model). Table 2 compares every run's Grad-CAM with the baseline run's on the same
-pairs: pointing game (≤ tolerance) by McNemar's exact test, energy-in-box by the mean paired
-difference with a 95% bootstrap interval over pairs.
+depend on the model). Table 2 compares every run's Grad-CAM with the baseline run of the same seed
+(``<name>-s<seed>`` with ``<baseline>-s<seed>``) on the same pairs: pointing game (≤ tolerance and exact) by
+McNemar's exact test, energy-in-box by the mean paired difference with a 95% bootstrap interval
+over pairs. These intervals cover the test pairs' sampling only, not training-seed variation:
+compare seeds for that.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -33,12 +36,13 @@ def row(label: str, scores: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="folder whose subfolders are kept, explained runs")
-    parser.add_argument("--baseline", required=True, help="run folder name to compare the others with")
+    parser.add_argument("--baseline", required=True, help="run name without -s<seed> to compare the others with")
     args = parser.parse_args()
     runs = {p.parent.name: p.parent for p in sorted(args.folder.glob("*/explain-scores.json"))}
-    if args.baseline not in runs:
-        raise SystemExit(f"no explained run '{args.baseline}' under {args.folder}; found: {', '.join(runs)}")
-    first = json.loads((runs[args.baseline] / "explain-scores.json").read_text())
+    baselines = {name: folder for name, folder in runs.items() if re.sub(r"-s\d+$", "", name) == args.baseline}
+    if not baselines:
+        raise SystemExit(f"no explained run '{args.baseline}-s<seed>' under {args.folder}; found: {', '.join(runs)}")
+    first = json.loads((next(iter(baselines.values())) / "explain-scores.json").read_text())
     tol = f"{first['tolerance']:g}"
     print(f"| run · map | test {'acc' if first['task'] == 'single' else 'mAP'} (%) | "
           + " | ".join(title.format(tol=tol) for _, title in COLUMNS) + " |")
@@ -55,22 +59,24 @@ def main() -> None:
           f"pairs of the first {first['faithfulness_images']} images ({first['methods']['gradcam']['faithfulness_pairs']}"
           " pairs).\n")
 
-    base = torch.load(runs[args.baseline] / "explain-pairs.pt", weights_only=True)
-    print(f"| Grad-CAM of run vs {args.baseline} | pointing ≤{tol} px: hits only run / only {args.baseline} | "
-          f"McNemar p | energy in box: Δ (points) | 95% CI |")
-    print("|---|---:|---:|---:|---|")
+    print(f"| Grad-CAM of run vs {args.baseline} (same seed) | pointing ≤{tol} px: hits only run / only "
+          f"{args.baseline} | McNemar p | pointing 0 px: only run / only {args.baseline} | McNemar p "
+          "| energy in box: Δ (points) | 95% CI |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for name, folder in runs.items():
-        if name == args.baseline:
+        seed = re.search(r"-s\d+$", name)
+        base_name = f"{args.baseline}{seed.group() if seed else ''}"
+        if name in baselines or base_name not in baselines:
             continue
+        base = torch.load(baselines[base_name] / "explain-pairs.pt", weights_only=True)
         other = torch.load(folder / "explain-pairs.pt", weights_only=True)
         if not torch.equal(other["pairs"].long(), base["pairs"].long()):
-            raise SystemExit(f"{name} and {args.baseline} explain different pairs: not comparable")
+            raise SystemExit(f"{name} and {base_name} explain different pairs: not comparable")
         a, b = other["gradcam"], base["gradcam"]
-        test = mcnemar_exact(a["pointing_game"].bool(), b["pointing_game"].bool())
-        ci = paired_bootstrap((a["energy_in_box"] - b["energy_in_box"]).float() * 100)
-        print(f"| {name} | {test['only_a']} / {test['only_b']} | {test['p']:.2g} | {ci['mean']:+.2f} "
-              f"| [{ci['low']:+.2f}, {ci['high']:+.2f}] |")
-
+        tests = [mcnemar_exact(a[k].bool(), b[k].bool()) for k in ("pointing_game", "pointing_game_exact")]
+        ci = paired_bootstrap((a["energy_in_box"].float() - b["energy_in_box"].float()) * 100)
+        print(f"| {name} | " + "".join(f"{t['only_a']} / {t['only_b']} | {t['p']:.2g} | " for t in tests)
+              + f"{ci['mean']:+.2f} | [{ci['low']:+.2f}, {ci['high']:+.2f}] |")
 
 if __name__ == "__main__":
     main()
