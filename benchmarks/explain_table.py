@@ -6,10 +6,10 @@ into the markdown tables of docs/results.md.
 Table 1, one block per run: its test metric, then each map (Grad-CAM, the model's own map) and
 the random map, with the localisation scores over every (test image, present class) pair and
 deletion/insertion AUC on the first images; the centre and box reference rows once (they do not
-depend on the model). Table 2 compares every run's Grad-CAM with the baseline run of the same seed
-(``<name>-s<seed>`` with ``<baseline>-s<seed>``) on the same pairs: pointing game (≤ tolerance and exact) by
-McNemar's exact test, energy-in-box by the mean paired difference with a 95% bootstrap interval
-over pairs. These intervals cover the test pairs' sampling only, not training-seed variation:
+depend on the model). Table 2 compares every run's Grad-CAM with the baseline run of the same
+seed (``<name>-s<seed>`` with ``<baseline>-s<seed>``) on the same pairs: pointing game (within the
+tolerance, and exact) by McNemar's exact test, energy-in-box by the mean paired difference with a
+95% bootstrap interval over pairs. These intervals cover the test pairs' sampling only, not training-seed variation:
 compare seeds for that.
 """
 
