@@ -18,6 +18,7 @@ import torch
 from attnvision.data import TensorLoader
 from attnvision.explain.cam import has_own_maps, pair_maps
 from attnvision.explain.figures import gallery_figure
+from attnvision.explain.run import pair_boxes
 from attnvision.train import load_run
 
 
@@ -38,7 +39,7 @@ def main() -> None:
         if images is None:
             images, titles = test.images, [bundle.class_names[c] for c in targets]
             all_boxes = bundle.extras.get("boxes", {}).get("test")
-            boxes = None if all_boxes is None else [all_boxes[i][all_boxes[i][:, 4] == c] for i, c in enumerate(targets.tolist())]
+            boxes = None if all_boxes is None else pair_boxes(all_boxes, pairs)
         rows[f"{run.name} Grad-CAM"] = pair_maps(model, x, pairs, "gradcam").cpu()
         if has_own_maps(model, x[:1]):
             rows[f"{run.name} own map"] = pair_maps(model, x, pairs, "attention").cpu()

@@ -33,7 +33,7 @@ def map_modules(model: nn.Module) -> dict[str, nn.Module]:
     found: dict[str, nn.Module] = {}
     for path, module in model.named_modules():
         if callable(getattr(module, "attention_maps", None)):
-            if not any(path == p or path.startswith(p + ".") or p == "" for p in found):
+            if not any(p == "" or path.startswith(p + ".") for p in found):
                 found[path] = module
     return found
 

@@ -45,13 +45,7 @@ BASELINES = ("random", "centre", "box")
 
 def box_masks(boxes: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
     """Union masks bool (N, H, W) of each pair's boxes (k_n, 4) = (x0, y0, x1, y1), ends exclusive."""
-    padded = pad_boxes(boxes)  # (N, K, 4), empty boxes as padding
-    ys = torch.arange(height)[:, None]
-    xs = torch.arange(width)[None, :]
-    masks = []
-    for block in padded.split(CHUNK):
-        x0, y0, x1, y1 = (block[..., i, None, None] for i in range(4))  # (n, K, 1, 1)
-        masks.append(((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)).any(1))
+    masks = [box_distance(block, height, width) == 0 for block in pad_boxes(boxes).split(CHUNK)]
     return torch.cat(masks) if masks else torch.zeros(0, height, width, dtype=torch.bool)
 
 
