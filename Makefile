@@ -7,15 +7,15 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt scripts/install-system.sh
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	bash scripts/install-data.sh
+	bash scripts/install-system.sh
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/attnvision demo --out runs/demo
+	$(VENV)/bin/attnvision compare --preset quick --out runs/demo
 
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=10

@@ -308,12 +308,6 @@ def test_a_full_disk_during_training_is_a_message(fmnist_dir, tmp_path):
 # ----------------------------------------------------------------------------- smaller cases
 
 
-def test_demo_checks_every_name_before_the_first_run(fmnist_dir, tmp_path, no_data_loading):
-    result = cli("demo", "--out", str(tmp_path / "demo"), "--attns", "none,sen", "--data-dir", str(fmnist_dir))
-    assert_clean_error(result, "unknown attention module 'sen'")
-    assert not (tmp_path / "demo").exists()
-
-
 @pytest.mark.parametrize("lambdas", ["abc", "0.1,,0.2", "0.1,nan"])
 def test_boost_names_a_bad_lambdas_option(tmp_path, lambdas):
     assert_clean_error(cli("boost", "--checkpoint", str(tmp_path / "best.pt"), "--lambdas", lambdas), "--lambdas",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 import attnvision.train as train_mod
@@ -192,13 +193,27 @@ def test_multilabel_training_with_csra_on_scenes(fmnist_dir, tmp_path, monkeypat
               progress=False)
 
 
-def test_demo_prints_the_comparison_table(fmnist_dir, tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--attns", "none,se", "--epochs", "1",
-                                      "--train-subset", "256", "--val-size", "100", "--data-dir", str(fmnist_dir)])
-    assert result.exit_code == 0, result.output
-    assert "test acc" in result.output and "se" in result.output
-    assert str((tmp_path / "demo").resolve()) in result.output.replace("\n", "")
-    assert (tmp_path / "demo" / "se" / "metrics.json").is_file()
+def test_train_config_reruns_a_run_with_flags_overriding_the_file(fmnist_dir, tmp_path):
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", "--data-dir", str(fmnist_dir), "--val-size", "100", "--train-subset", "128",
+                                "--epochs", "1", "--batch-size", "64", "--attn", "se", "--no-progress",
+                                "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["train", "--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b"),
+                                "--no-progress"])
+    assert again.exit_code == 0, again.output
+    a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in "ab")
+    assert a["test"] == b["test"] and a["final"]["train_loss"] == b["final"]["train_loss"]  # exactly the same run
+    longer = runner.invoke(app, ["train", "--config", str(tmp_path / "a" / "config.yaml"), "--epochs", "2",
+                                 "--out", str(tmp_path / "c"), "--no-progress"])
+    assert longer.exit_code == 0, longer.output
+    saved = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and saved["attn"] == "se" and saved["train_subset"] == 128
+    same_folder = runner.invoke(app, ["train", "--config", str(tmp_path / "a" / "config.yaml"), "--no-progress"])
+    assert same_folder.exit_code == 2 and "holds a run already" in " ".join(same_folder.output.split())
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == a  # nothing overwritten
+    missing = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
 
 
 def test_bf16_mixed_precision_trains_and_true_precisions_are_refused(fmnist_dir, tmp_path):

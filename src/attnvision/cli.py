@@ -1,14 +1,21 @@
-"""The ``attnvision`` command: list, train, eval, profile, demo."""
+"""The ``attnvision`` command: list, train, eval, boost, explain, profile, compare, report."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import shlex
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
+
+from .study.grid import GRID_AXES
 from rich.console import Console
 from rich.table import Table
 
@@ -58,75 +65,124 @@ def list_cmd() -> None:
         console.print(f"[bold]{title}[/] ({len(names)}): " + ", ".join(names), highlight=False)
 
 
+MODEL_SHORTCUTS = {  # CLI-only flags that fill model_kw
+    "width": (Optional[str], "CIFAR ResNets: small (16/32/64) or large (64/128/256)"),
+    "heads": (Optional[int], "attention heads of the head (CSRA: 1, 2, 4, 6, 8; EVA: 4)"),
+    "lam": (Optional[float], "CSRA's λ"),
+}
+
+
+def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One CLI option per TrainConfig field, from its type, default and help (the single source of
+    truth), plus ``MODEL_SHORTCUTS``. Fields in ``lists`` take comma-separated lists (grid axes);
+    dict fields take JSON."""
+    from .train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for f in fields(TrainConfig):
+        if f.name in exclude:
+            continue
+        flag, help_text, hint = "--" + f.name.replace("_", "-"), f.metadata["help"], hints[f.name]
+        if f.name in lists:
+            annotation, option = Optional[str], typer.Option(None, flag, help=f"{help_text}; a comma-separated list "
+                                                             "is one axis of the grid" + (" ('none': without)" if f.name == "attn" else ""))
+        elif hint is dict:
+            annotation, option = Optional[str], typer.Option(None, flag, help=help_text)
+        elif hint is bool:
+            annotation, option = bool, typer.Option(f.default, f"{flag}/--no-{f.name.replace('_', '-')}", help=help_text)
+        else:
+            annotation = hint if f.default is not None else Optional[[t for t in typing.get_args(hint) if t is not type(None)][0]]
+            option = typer.Option(f.default, flag, help=help_text, show_default=f.default is not None)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    for name, (annotation, help_text) in MODEL_SHORTCUTS.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, help=help_text),
+                                        annotation=annotation))
+    return params
+
+
+def with_config_options(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()):
+    """Give a command taking ``**options`` the TrainConfig options (see ``config_parameters``)."""
+    def wrap(func):
+        signature = inspect.signature(func)
+        own = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        func.__signature__ = signature.replace(parameters=own + config_parameters(lists, exclude))
+        return func
+    return wrap
+
+
+def given_flags(ctx: typer.Context) -> list[str]:
+    """The parameters set on the command line (not defaults)."""
+    return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+
+
+def command_line(ctx: typer.Context, given: list[str]) -> str:
+    """The command as typed, rebuilt from the options given on the command line."""
+    parts = ["attnvision", ctx.info_name]
+    for name in given:
+        value, flag = ctx.params[name], "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{name.replace('_', '-')}")
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def config_overrides(options: dict, given: list[str]) -> dict:
+    """TrainConfig fields from the config options given on the command line: JSON dicts parsed,
+    ``MODEL_SHORTCUTS`` merged into model_kw."""
+    out = {name: options[name] for name in given if name in options and name not in MODEL_SHORTCUTS}
+    for name in ("data_kw", "model_kw"):
+        if name in out:
+            out[name] = parse_json_dict("--" + name.replace("_", "-"), out[name])
+    shortcuts = {name: options[name] for name in given if name in MODEL_SHORTCUTS}
+    if shortcuts:
+        head_kw = {k: shortcuts[k] for k in ("heads", "lam") if k in shortcuts}
+        out["model_kw"] = {**({"width": shortcuts["width"]} if "width" in shortcuts else {}),
+                           **({"head_kw": head_kw} if head_kw else {}), **out.get("model_kw", {})}
+    return out
+
+
+def read_config_file(path: str) -> dict:
+    """The TrainConfig fields of a YAML file such as a run folder's config.yaml."""
+    try:
+        value = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        fail(f"config file {path} does not exist")
+    except (OSError, yaml.YAMLError) as e:
+        fail(f"cannot read config file {path}: {e}")
+    if not isinstance(value, dict):
+        fail(f"config file {path} must hold a mapping of option names to values, such as a run's config.yaml")
+    return value
+
+
 @app.command()
+@with_config_options()
 def train(
     ctx: typer.Context,
-    data: str = typer.Option("fashion-mnist", help="dataset name (see `attnvision list`)"),
-    data_dir: Optional[str] = typer.Option(None, help="folder with the dataset files (default: $ATTNVISION_DATA, system paths)"),
-    data_kw: Optional[str] = typer.Option(None, help='dataset options as JSON, e.g. \'{"canvas_size": 64}\''),
-    task: Optional[str] = typer.Option(None, help="single or multilabel: checked against the dataset"),
-    model: str = typer.Option("resnet20", help="model name"),
-    attn: Optional[str] = typer.Option(None, help="attention module inside the backbone (none if omitted)"),
-    head: Optional[str] = typer.Option(None, help="classification head (default: the model's own, e.g. gap)"),
-    width: Optional[str] = typer.Option(None, help="CIFAR ResNets: small (16/32/64) or large (64/128/256)"),
-    heads: Optional[int] = typer.Option(None, help="attention heads of the head (CSRA: 1, 2, 4, 6, 8; EVA: 4)"),
-    lam: Optional[float] = typer.Option(None, help="CSRA's λ"),
-    model_kw: Optional[str] = typer.Option(None, help='more model options as JSON, e.g. \'{"layers": [2, 2, 2], "shortcut": "A"}\''),
-    epochs: int = 15,
-    batch_size: int = 128,
-    optimizer: str = typer.Option("sgd", help="sgd (Nesterov) or adamw"),
-    lr: float = 0.1,
-    head_lr: Optional[float] = typer.Option(None, help="separate learning rate for the head"),
-    weight_decay: float = 5e-4,
-    warmup_epochs: float = 1.0,
-    schedule: str = typer.Option("cosine", help="cosine or step"),
-    step_epochs: int = typer.Option(4, help="step schedule: epochs between decays"),
-    loss: Optional[str] = typer.Option(None, help="ce (single-label default), bce (multi-label default), asl"),
-    label_smoothing: float = 0.0,
-    crop_pad: int = typer.Option(2, help="random-crop padding in pixels (0: no crop)"),
-    hflip: bool = typer.Option(True, help="random horizontal flips"),
-    val_size: Optional[int] = typer.Option(None, help="validation images carved from the training set (default: the dataset's, 5000 for Fashion-MNIST)"),
-    train_subset: Optional[int] = typer.Option(None, help="train on the first N training images only"),
-    seed: int = 0,
-    channels_last: bool = True,
-    accelerator: str = typer.Option("auto", help="cpu, gpu, auto"),
-    devices: int = 1,
-    num_nodes: int = 1,
-    strategy: str = typer.Option("auto", help="auto, ddp, …"),
-    precision: str = typer.Option("32-true", help="32-true, bf16-mixed, 16-mixed"),
-    out: str = typer.Option("runs/default", help="run folder"),
+    config: Optional[str] = typer.Option(None, help="a YAML file of these options, e.g. a run folder's config.yaml: "
+                                         "re-runs it, options given here overriding the file"),
     resume: Optional[str] = typer.Option(None, help="continue the run in this folder from its last.pt, with its "
                                          "saved options; --epochs N extends it to N epochs"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    **options,
 ) -> None:
-    """Train a model; writes metrics.json, log.csv, TensorBoard events, best.pt and last.pt."""
+    """Train a model; writes metrics.json, log.csv, test predictions, TensorBoard events, best.pt and last.pt."""
     from .checkpoint import DiskFullError
     from .train import DivergedError, TrainConfig
     from .train import train as run_training
 
-    given = [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    given = given_flags(ctx)
     if resume is not None:
         refused = [f"--{name.replace('_', '-')}" for name in given if name not in ("resume", "epochs", "progress")]
         if refused:
             fail(f"--resume continues {resume} with the options it was started with; {', '.join(refused)} "
                  "cannot change them (only --epochs can, to extend the run). Start a new run with another "
                  "--out to change them.")
-
-    head_kw = {k: v for k, v in (("heads", heads), ("lam", lam)) if v is not None}
-    extra_model_kw = parse_json_dict("--model-kw", model_kw)
-    cfg = TrainConfig(
-        data=data, data_dir=data_dir, data_kw=parse_json_dict("--data-kw", data_kw), task=task,
-        val_size=val_size, train_subset=train_subset, model=model, attn=attn, head=head,
-        model_kw={**({"width": width} if width else {}), **({"head_kw": head_kw} if head_kw else {}), **extra_model_kw},
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, head_lr=head_lr,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule, step_epochs=step_epochs,
-        loss=loss, label_smoothing=label_smoothing, crop_pad=crop_pad, hflip=hflip, seed=seed,
-        channels_last=channels_last, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision=precision, out=out,
-    )
     try:
+        cfg = TrainConfig.from_dict({**(read_config_file(config) if config else {}), **config_overrides(options, given)})
         metrics = run_training(cfg, resume=resume, progress=progress,
-                               epochs=epochs if resume is not None and "epochs" in given else None)
+                               epochs=options["epochs"] if resume is not None and "epochs" in given else None)
     except (DivergedError, DiskFullError) as e:
         fail(str(e), code=1)
     except (ValueError, FileNotFoundError, TypeError) as e:
@@ -275,46 +331,84 @@ def profile(
                   f"{result['threads']} threads, {result['device']}", highlight=False)
 
 
-@app.command()
-def demo(
-    out: str = typer.Option("runs/demo", help="folder for the runs"),
-    attns: str = typer.Option("none,se,eca,cbam", help="comma-separated attention modules ('none': baseline)"),
-    epochs: int = 3,
-    train_subset: int = 10000,
-    val_size: int = typer.Option(5000, help="validation images carved from the training set"),
-    data_dir: Optional[str] = None,
-) -> None:
-    """A short comparison on Fashion-MNIST: resnet20 baseline vs a few attention modules."""
-    from .checkpoint import DiskFullError
-    from .train import DivergedError, TrainConfig
-    from .train import train as run_training
-
-    console.print(f"[bold]attnvision demo[/]: resnet20 (small) on Fashion-MNIST, short recipe: "
-                  f"{epochs} epochs on the first {train_subset} training images (a {val_size:,}-image "
-                  "validation split picks the checkpoint; the 10,000 test images are evaluated once). "
-                  "Full-length numbers: docs/results.md.", highlight=False)
-    rows = []
+def parse_list(option: str, text: str, kind=str) -> list:
+    """A comma-separated CLI list; 'none' is None (attention, head)."""
     try:
-        configs = {attn: TrainConfig(attn=None if attn == "none" else attn, epochs=epochs, train_subset=train_subset,
-                                     val_size=val_size, data_dir=data_dir, out=str(Path(out) / attn))
-                   for attn in attns.split(",")}
-        for cfg in configs.values():  # every name and value, before the first run trains
-            cfg.validate()
-        for attn, cfg in configs.items():
-            console.print(f"\n[bold]{attn}[/] → {cfg.out}", highlight=False)
-            rows.append((attn, run_training(cfg, progress=sys.stderr.isatty())))
-    except (DivergedError, DiskFullError) as e:
-        fail(str(e), code=1)
+        return [None if v.strip() in ("none", "") else kind(v.strip()) for v in text.split(",")]
+    except ValueError:
+        fail(f"--{option} must be a comma-separated list of {kind.__name__}s, got '{text}'")
+
+
+@app.command()
+@with_config_options(lists=GRID_AXES, exclude=("out",))
+def compare(
+    ctx: typer.Context,
+    preset: Optional[str] = typer.Option(None, help="quick (what `make demo` runs, minutes on a CPU) or full "
+                                         "(the full-length recipe, 5 seeds: for a GPU machine)"),
+    grid: Optional[str] = typer.Option(None, help="a grid YAML file (keys: model, attn, head, seed as lists, "
+                                       "recipe, localization, baseline, explain_images), e.g. a study's study.yaml"),
+    out: str = typer.Option("runs/study", help="study folder"),
+    localization: Optional[str] = typer.Option(
+        None, help="options of the localisation part as JSON (e.g. '{\"data\": \"fashion-mnist-scenes-single\", "
+                   "\"epochs\": 3}'), or 'none' for no such part"),
+    baseline: Optional[str] = typer.Option(None, help="the configuration the others are tested against "
+                                           "(default: the first)"),
+    explain_images: Optional[int] = typer.Option(None, min=1, help="test images explained per localisation run"),
+    faithfulness_images: Optional[int] = typer.Option(None, min=1, help="of those, how many also get "
+                                                      "deletion/insertion scores (the costly part)"),
+    jobs: Optional[int] = typer.Option(None, min=1, help="runs at once (default: one per GPU, else one per CPU core)"),
+    executor: str = typer.Option("local", help="local (processes on this machine) or ray (Ray tasks)"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
+    **options,
+) -> None:
+    """Train a grid of configurations × seeds and write a report comparing accuracy (with paired
+    significance tests), cost and localisation: report.html, report.md, results.csv, plots."""
+    from .study.execute import default_jobs
+    from .study.grid import build_study, load_grid
+    from .study.run import run_study
+
+    if executor not in ("local", "ray"):
+        fail(f"unknown --executor '{executor}'; valid: local, ray")
+    given = given_flags(ctx)
+    axes = {name: parse_list(name, options[name], int if name == "seed" else str) for name in GRID_AXES if name in given}
+    default_job_count, threads = default_jobs()
+    jobs = jobs or default_job_count
+    recipe = config_overrides(options, [name for name in given if name not in GRID_AXES])
+    settings = {"baseline": baseline, "explain_images": explain_images, "faithfulness_images": faithfulness_images}
+    if localization is not None:
+        settings["localization"] = None if localization == "none" else parse_json_dict("--localization", localization)
+    try:
+        grid_file = load_grid(grid) if grid else None
+        if "threads" not in recipe and "threads" not in ((grid_file or {}).get("recipe") or {}):
+            recipe["threads"] = threads  # recorded in every cell, fixed across seeds and modules
+        study = build_study(preset, grid_file, axes, recipe,
+                            **{k: v for k, v in settings.items() if v is not None or k == "localization"})
+        data, report = run_study(study, Path(out), jobs, recipe.get("threads") or study.recipe["threads"],
+                                 command_line(ctx, given), executor, ray_address)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
-    table = Table(title="resnet20 small, Fashion-MNIST (short demo recipe)")
-    for col in ("attention", "params", "MMACs", "best val acc", "test acc", "train time", "img/s"):
-        table.add_column(col, justify="left" if col == "attention" else "right")
-    for attn, m in rows:
-        table.add_row(attn, f"{m['params']:,}", f"{m['macs'] / 1e6:.2f}", f"{m['best_val']['val_acc']:.2f}%",
-                      f"{m['test']['acc']:.2f}%", f"{m['train_time_s']:.0f} s", f"{m['images_per_s']:.0f}")
-    console.print(table)
-    console.print(f"run folder: {Path(out).resolve()}", highlight=False)
+    print_summary(data, report)
+
+
+def print_summary(data: dict, report: Path) -> None:
+    """The study's summary table (its own width where output is not a terminal: a log keeps every column)."""
+    from .study.report import summary_table
+
+    out = console if console.is_terminal else Console(width=160)
+    out.print(summary_table(data))
+    out.print(f"report: {report.resolve()}", highlight=False)
+
+
+@app.command()
+def report(out: str = typer.Argument(..., help="a study folder written by `attnvision compare`")) -> None:
+    """Rebuild a study's report from its run folders, without training."""
+    from .study.run import build_report
+
+    try:
+        data, path = build_report(Path(out))
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        fail(str(e))
+    print_summary(data, path)
 
 
 def main() -> None:

@@ -83,8 +83,9 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     return counter.get_total_flops() // 2
 
 
-def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
-    """Median wall-clock milliseconds of ``model(x)`` under ``torch.inference_mode`` in eval mode.
+def latency_samples(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats: int = 10) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` calls of ``model(x)`` under ``torch.inference_mode``
+    in eval mode.
 
     ``warmup`` untimed calls come first (allocator, kernel selection, lazy init). With ``x`` on
     CUDA every timed call is bracketed by ``torch.cuda.synchronize`` so the time covers the
@@ -107,7 +108,47 @@ def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats:
             model(x)
             sync()
             times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return times
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
+    """Median of ``latency_samples``, in milliseconds."""
+    return statistics.median(latency_samples(model, x, warmup, repeats))
+
+
+def training_memory(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+    """Bytes one SGD-momentum training step on batch ``x`` holds at its peak, counted from tensors
+    rather than read from the allocator (which on CPU has no peak counter):
+
+    - "activations": tensors autograd saves for backward in the forward pass (each storage once),
+      which is what attention gates add (every gate keeps its input and its sigmoid);
+    - "parameters": weights + gradients + momentum buffers (3 × parameter bytes).
+
+    "peak" is their sum, the memory at the start of backward; on CUDA "allocator_peak" adds
+    ``torch.cuda.max_memory_allocated`` over the step."""
+    storages: dict[int, int] = {}
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    model.train()
+    if x.is_cuda:
+        torch.cuda.reset_peak_memory_stats(x.device)
+    params = {id(p): p for p in model.parameters()}
+    param_ptrs = {p.untyped_storage().data_ptr() for p in params.values()}
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        loss = loss_fn(model(x))
+    loss.backward()
+    activations = sum(n for ptr, n in storages.items() if ptr not in param_ptrs)
+    parameters = 3 * sum(p.numel() * p.element_size() for p in params.values())
+    model.zero_grad(set_to_none=True)
+    result = {"activations": activations, "parameters": parameters, "peak": activations + parameters}
+    if x.is_cuda:
+        result["allocator_peak"] = torch.cuda.max_memory_allocated(x.device)
+    return result
 
 
 def train_step_time(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],

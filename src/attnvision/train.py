@@ -6,7 +6,8 @@ or several CPU processes over gloo); everything else is a plain PyTorch loop:
     data (in memory) → TensorLoader (batched augmentation) → model → loss → Fabric backward → step
 
 One run folder holds ``config.yaml``, ``log.csv`` (one row per epoch), TensorBoard events,
-``last.pt`` (every epoch), ``best.pt`` (best validation score), ``metrics.json`` and ``.lock``
+``last.pt`` (every epoch), ``best.pt`` (best validation score), ``metrics.json``,
+``test_predictions.pt`` (the test split's logits, float16, and targets) and ``.lock``
 (``run_folder.RunLock``, held while a run lasts).
 The checkpoint is chosen on the validation split (top-1 accuracy for single-label data, mAP for
 multi-label data); the test split is evaluated once, with the best-validation weights, at the end.
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from .backbones import create_model
 from .backbones.weights import state_dict_differences
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, save_checkpoint
 from .data import DatasetBundle, TensorLoader, load_dataset
 from .losses import AsymmetricLoss, BCEWithLogits
 from .metrics import accuracy, multilabel_metrics
@@ -62,10 +63,14 @@ class Range:
         return None
 
 
-def option(default, valid: Range | tuple | None = None):
-    """A TrainConfig field with its valid values (a Range or a tuple of choices) beside it, for
-    ``TrainConfig.validate``: the one rule for CLI flags, config files and resumed runs."""
-    return field(default=default, metadata={"valid": valid} if valid is not None else {})
+def option(default=None, valid: Range | tuple | None = None, help: str = "", factory=None):
+    """A TrainConfig field with its help text and valid values (a Range or a tuple of choices)
+    beside it: the help of the ``train`` and ``compare`` flags, and the rule ``TrainConfig.validate``
+    applies to CLI flags, config files and resumed runs alike. ``factory`` makes a mutable default."""
+    metadata = {"help": help, **({"valid": valid} if valid is not None else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 POSITIVE_INT = Range(int, 1)
@@ -74,45 +79,49 @@ SEED = Range(int, 0, 2**32 - 1)  # Lightning's seed_everything replaces seeds ou
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run. Saved in the run folder and in every checkpoint."""
+    """Everything that defines a run. Saved in the run folder and in every checkpoint. Each field's
+    help is that of its ``attnvision train`` flag (``--data-dir`` for ``data_dir``)."""
 
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    data_kw: dict = field(default_factory=dict)  # dataset-specific, e.g. {"canvas_size": 64}
-    # "single" or "multilabel", checked against the dataset; None: the dataset's
-    task: str | None = option(None, (None, "single", "multilabel"))
-    val_size: int | None = option(None, POSITIVE_INT)  # None: the dataset's default (5,000 for Fashion-MNIST)
-    split_seed: int = option(0, SEED)  # fixed across run seeds so that all runs share one validation split
-    train_subset: int | None = option(None, POSITIVE_INT)  # use only the first N training samples (short recipes)
-    model: str = "resnet20"
-    attn: str | None = None
-    head: str | None = None  # None: the model's own head (gap for ResNets, eva for evanet20)
-    model_kw: dict = field(default_factory=dict)  # e.g. {"width": "large", "attn_kw": {...}}
-    epochs: int = option(15, POSITIVE_INT)
-    batch_size: int = option(128, POSITIVE_INT)
-    optimizer: str = option("sgd", ("sgd", "adamw"))  # "sgd" (Nesterov momentum) or "adamw"
-    lr: float = option(0.1, Range(float, 0, above=True))
-    # a separate LR for the head (CSRA: 0.1 head, 0.01 backbone)
-    head_lr: float | None = option(None, Range(float, 0, above=True))
-    momentum: float = option(0.9, Range(float, 0, 1, above=True))  # Nesterov needs momentum > 0
-    weight_decay: float = option(5e-4, Range(float, 0))  # not applied to biases and normalisation parameters
-    warmup_epochs: float = option(1.0, Range(float, 0))
-    schedule: str = option("cosine", ("cosine", "step"))  # cosine (to 0) or step (× step_gamma every step_epochs)
-    step_epochs: int = option(4, POSITIVE_INT)
-    step_gamma: float = option(0.1, Range(float, 0, 1, above=True))
-    loss: str | None = option(None, (None, "ce", "bce", "asl"))  # None: "ce" single-label, "bce" multi-label
-    label_smoothing: float = option(0.0, Range(float, 0, 1))
-    crop_pad: int = option(2, Range(int, 0))  # also checked against the image size once the data is loaded
-    hflip: bool = True
-    seed: int = option(0, SEED)
-    channels_last: bool = True
-    accelerator: str = "auto"
-    devices: int = option(1, POSITIVE_INT)
-    num_nodes: int = option(1, POSITIVE_INT)
-    strategy: str = "auto"
+    data: str = option("fashion-mnist", help="dataset name (see `attnvision list`)")
+    data_dir: str | None = option(None, help="folder with the dataset files (default: $ATTNVISION_DATA, system paths)")
+    data_kw: dict = option(factory=dict, help='dataset options as JSON, e.g. \'{"canvas_size": 64}\'')
+    task: str | None = option(None, (None, "single", "multilabel"), "single or multilabel: checked against the dataset")
+    val_size: int | None = option(None, POSITIVE_INT, "validation images carved from the training set "
+                                  "(default: the dataset's, 5000 for Fashion-MNIST)")
+    split_seed: int = option(0, SEED, "seed of the train/validation split, fixed across run seeds so that all "
+                             "runs share one validation split")
+    train_subset: int | None = option(None, POSITIVE_INT, "train on the first N training images only (short recipes)")
+    model: str = option("resnet20", help="model name")
+    attn: str | None = option(None, help="attention module inside the backbone (none if omitted)")
+    head: str | None = option(None, help="classification head (default: the model's own, e.g. gap)")
+    model_kw: dict = option(factory=dict, help='more model options as JSON, e.g. \'{"layers": [2, 2, 2], "shortcut": "A"}\'')
+    epochs: int = option(15, POSITIVE_INT, "training epochs")
+    batch_size: int = option(128, POSITIVE_INT, "images per step (per process)")
+    optimizer: str = option("sgd", ("sgd", "adamw"), "sgd (Nesterov momentum) or adamw")
+    lr: float = option(0.1, Range(float, 0, above=True), "peak learning rate")
+    head_lr: float | None = option(None, Range(float, 0, above=True),
+                                   "separate learning rate for the head (CSRA: 0.1 head, 0.01 backbone)")
+    momentum: float = option(0.9, Range(float, 0, 1, above=True), "SGD's Nesterov momentum")
+    weight_decay: float = option(5e-4, Range(float, 0), "weight decay, not applied to biases and normalisation parameters")
+    warmup_epochs: float = option(1.0, Range(float, 0), "linear learning-rate warm-up, in epochs")
+    schedule: str = option("cosine", ("cosine", "step"), "cosine (to 0) or step (× step-gamma every step-epochs)")
+    step_epochs: int = option(4, POSITIVE_INT, "step schedule: epochs between decays")
+    step_gamma: float = option(0.1, Range(float, 0, 1, above=True), "step schedule: factor per decay")
+    loss: str | None = option(None, (None, "ce", "bce", "asl"), "ce (single-label default), bce (multi-label default), asl")
+    label_smoothing: float = option(0.0, Range(float, 0, 1), "label smoothing of the cross-entropy")
+    crop_pad: int = option(2, Range(int, 0), "random-crop padding in pixels (0: no crop)")
+    hflip: bool = option(True, help="random horizontal flips")
+    seed: int = option(0, SEED, "seed of initialisation, augmentation and batch order")
+    channels_last: bool = option(True, help="channels-last memory format")
+    # results depend on the thread count (reductions split differently), so a run records it
+    threads: int | None = option(None, POSITIVE_INT, "CPU threads of this process (default: torch's, one per core)")
+    accelerator: str = option("auto", help="cpu, gpu, auto")
+    devices: int = option(1, POSITIVE_INT, "devices (GPUs or CPU processes) per node")
+    num_nodes: int = option(1, POSITIVE_INT, "nodes")
+    strategy: str = option("auto", help="auto, ddp, …")
     # "-true" modes would also need inputs cast to the weights' dtype
-    precision: str = option("32-true", ("32-true", "bf16-mixed", "16-mixed"))
-    out: str = "runs/default"
+    precision: str = option("32-true", ("32-true", "bf16-mixed", "16-mixed"), "32-true, bf16-mixed, 16-mixed")
+    out: str = option("runs/default", help="run folder")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -143,6 +152,9 @@ class TrainConfig:
             ATTENTION.get(self.attn)
         if self.head:
             HEADS.get(self.head)
+
+
+PREDICTIONS = "test_predictions.pt"
 
 
 class DivergedError(RuntimeError):
@@ -233,8 +245,9 @@ def task_metrics(task: str, logits: torch.Tensor, targets: torch.Tensor) -> dict
 
 
 @torch.no_grad()
-def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str) -> dict:
-    """Loss and ``task_metrics`` over a whole split (sharded over ranks, gathered).
+def predict(fabric, model: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits float32 (N, K) and targets of a whole split, in split order (sharded over ranks,
+    gathered).
 
     ``model`` is the bare module, not the DDP wrapper: ranks may see different batch counts here,
     and DDP's forward would wait on collectives the other ranks never join."""
@@ -244,7 +257,12 @@ def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module,
         with fabric.autocast():
             logits.append(model(x).float())
         targets.append(y)
-    logits, targets = gather(fabric, torch.cat(logits)), gather(fabric, torch.cat(targets))
+    return gather(fabric, torch.cat(logits)), gather(fabric, torch.cat(targets))
+
+
+def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str) -> dict:
+    """Loss and ``task_metrics`` over a whole split (see ``predict``)."""
+    logits, targets = predict(fabric, model, loader)
     return {"loss": loss_fn(logits, targets).item(), **task_metrics(task, logits, targets)}
 
 
@@ -292,7 +310,7 @@ def repair_best(out: Path, state: dict) -> None:
 
 def claim_run_folder(fabric, out: Path, state: dict | None) -> RunLock | None:
     """Rank 0 creates and locks ``out``, deletes temporary files a killed write left and, on resume,
-    repairs best.pt. All ranks raise the same error when that fails (a rank that stopped alone
+    repairs best.pt; a new run refuses a folder that holds a run. All ranks raise the same error when that fails (a rank that stopped alone
     would leave the others waiting). Returns rank 0's lock (None on other ranks)."""
     lock, error = None, None
     if fabric.global_rank == 0:
@@ -302,6 +320,9 @@ def claim_run_folder(fabric, out: Path, state: dict | None) -> RunLock | None:
             remove_temp_files(out)
             if state is not None:
                 repair_best(out, state)
+            elif (out / "last.pt").is_file() or (out / "metrics.json").is_file():
+                raise ValueError(f"run folder {out} holds a run already: continue it with --resume {out}, "
+                                 "or pick another --out (nothing is overwritten)")
         except (ValueError, OSError) as e:
             if lock is not None:
                 lock.release()
@@ -358,6 +379,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
 
 def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, progress: bool) -> dict:
     """The body of ``train``, run with the run folder claimed."""
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     fabric.seed_everything(cfg.seed, verbose=False)
     if fabric.device.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -477,7 +500,11 @@ def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, progress: bo
         raise ValueError(f"{out / 'best.pt'} holds epoch {best_state['epoch']}, not the best epoch "
                          f"{best['epoch']}: the run folder was changed outside this run")
     model.module.load_state_dict(best_state["model"])
-    test = evaluate(fabric, model.module, split_loader(cfg, bundle, "test", fabric), loss_fn, task)
+    logits, targets = predict(fabric, model.module, split_loader(cfg, bundle, "test", fabric))
+    test = {"loss": loss_fn(logits, targets).item(), **task_metrics(task, logits, targets)}
+    if fabric.global_rank == 0:  # per-image outcomes, for paired tests between runs on the same images
+        atomic_torch_save({"split": "test", "logits": logits.half().cpu(), "targets": targets.cpu()},
+                          out / PREDICTIONS)
     metrics = {
         "status": "completed",
         "run": str(out),
@@ -493,6 +520,8 @@ def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, progress: bo
         "wall_time_s": time.perf_counter() - wall_start,
         "images_per_s": sum(r["images_per_s"] * r["epoch_time_s"] for r in history) / train_time,
         "world_size": fabric.world_size,
+        "threads": torch.get_num_threads(),
+        "device": str(fabric.device),
     }
     if fabric.world_size > 1:
         sums = fabric.all_gather(torch.tensor([param_checksum(model.module)], device=fabric.device)).flatten()

@@ -13,7 +13,7 @@ import torch
 CELL = 1.9  # inches per panel
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +52,7 @@ def image_figure(path: str | Path, image: torch.Tensor, class_names: list[str], 
     """One row per explained class: the image with that class's boxes, then each method's map
     (maps[method] is (K, H, W) for the K classes). Titles name the class and its predicted
     probability."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = max(len(class_names), 1), 1 + len(maps)
     fig, axes = plt.subplots(rows, cols, figsize=(CELL * cols, CELL * rows + 0.3), squeeze=False)
     for r, name in enumerate(class_names):
@@ -75,7 +75,7 @@ def gallery_figure(path: str | Path, images: torch.Tensor, rows: dict[str, torch
                    boxes: list[torch.Tensor] | None = None, column_titles: list[str] | None = None) -> None:
     """A grid: the images (N, C, H, W) uint8 in the first row, then one row per entry of ``rows``
     (label → maps (N, H, W)), e.g. the same test images explained by several models."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     fig, axes = plt.subplots(1 + len(rows), n, figsize=(CELL * n + 0.9, CELL * (1 + len(rows))), squeeze=False)
     for i in range(n):

@@ -21,7 +21,7 @@ import torch
 
 from ..data import Split, TensorLoader
 from .cam import METHODS, has_own_maps, pair_maps
-from .figures import image_figure
+from .figures import gallery_figure, image_figure
 from .scores import BASELINES, baseline_maps, deletion_insertion, pair_scores, summarize_pairs
 
 CLASS_CHOICES = ("present", "predicted", "all")
@@ -199,3 +199,31 @@ def loader_prefix(loader: TensorLoader, images: int):
             return
         yield x[: images - seen], y[: images - seen]
         seen += len(x)
+
+
+def runs_gallery(checkpoints: dict[str, str | Path], out: str | Path, images: int = 8) -> Path:
+    """A gallery PNG of the same first ``images`` test images explained by several runs
+    (label → checkpoint): one row per run's Grad-CAM, plus a row with its own map where it has
+    one (spatial gate, CSRA, Query2Label). Each column explains the image's ground-truth class
+    (for multi-label data its first present class), with that class's boxes where the data has them."""
+    from ..train import load_run
+
+    rows, first = {}, None
+    for label, checkpoint in checkpoints.items():
+        cfg, bundle, model, fabric, _ = load_run(checkpoint)
+        test = bundle.test.subset(torch.arange(min(images, len(bundle.test))))
+        x, _ = next(iter(TensorLoader(test, len(test), mean=bundle.mean, std=bundle.std, train=False,
+                                      device=fabric.device, channels_last=cfg.channels_last)))
+        targets = test.targets if bundle.task == "single" else test.targets.argmax(1)
+        pairs = torch.stack([torch.arange(len(test)), targets], 1)
+        if first is None:
+            all_boxes = bundle.extras.get("boxes", {}).get("test")
+            first = (test.images, None if all_boxes is None else pair_boxes(all_boxes, pairs),
+                     [bundle.class_names[c] for c in targets])
+        rows[f"{label} Grad-CAM"] = pair_maps(model, x, pairs, "gradcam").cpu()
+        if has_own_maps(model, x[:1]):
+            rows[f"{label} own map"] = pair_maps(model, x, pairs, "attention").cpu()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gallery_figure(out, first[0], rows, first[1], first[2])
+    return out

@@ -1,0 +1,104 @@
+"""The cost columns of a study, measured for all configurations in one process, interleaved.
+
+Wall times of separate runs drift on a shared machine (other load, thermal state), so comparable
+numbers come from one process that measures every configuration in turn, round after round, and
+takes medians: a slow spell then hits all configurations alike. Per configuration:
+
+- params; MACs of one image at the data's size (``profile.MACS_CONVENTION``);
+- inference latency at batch 1 and 32 (eval mode, inference_mode): median and interquartile range
+  over ``rounds × repeats`` timed calls after warm-up;
+- training-step time at the recipe's batch size (forward, backward, SGD-momentum update) and its
+  ratio to the baseline's, the median over rounds of per-round ratios;
+- training memory at that batch (``profile.training_memory``).
+
+Threads: the cells' own thread count, so that the step ratio describes the runs it sits beside.
+Weights are freshly initialised: none of these depends on their values.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..profile import MACS_CONVENTION, count_macs, count_params, latency_samples, train_step_time, training_memory
+from ..train import build_model, load_bundle
+from .grid import Study
+
+COSTS = "costs.json"
+
+
+def quantiles(samples: list[float]) -> dict:
+    q1, median, q3 = statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
+    return {"median": median, "q1": q1, "q3": q3}
+
+
+def measure_costs(study: Study, out: Path, threads: int, rounds: int = 5, repeats: int = 4, steps: int = 3) -> dict:
+    """Measure (or reuse ``out/costs.json`` when it matches these settings) every configuration's
+    costs; returns {"settings": ..., "configurations": {name: {...}}}."""
+    path = out / COSTS
+    cells = {cell.configuration: cell for cell in study.cells(out) if cell.part == "runs" and cell.config.seed == study.seed[0]}
+    settings = {"threads": threads, "rounds": rounds, "repeats": repeats, "steps": steps,
+                "batch_size": next(iter(cells.values())).config.batch_size,
+                "configurations": list(cells), "baseline": study.baseline_name}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("settings", {}).get("configurations") == settings["configurations"] and \
+                {k: saved["settings"].get(k) for k in settings} == settings:
+            return saved
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = _measure(cells, settings, rounds, repeats, steps)
+    finally:
+        torch.set_num_threads(previous_threads)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _measure(cells: dict, settings: dict, rounds: int, repeats: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    first = next(iter(cells.values())).config
+    bundle = load_bundle(first)
+    shape = (bundle.in_chans, *bundle.img_size)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = {name: build_model(cell.config, bundle).to(device) for name, cell in cells.items()}
+    for name, model in models.items():
+        if cells[name].config.channels_last:
+            models[name] = model.to(memory_format=torch.channels_last)
+
+    def loss(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+    batch = settings["batch_size"]
+    inputs = {b: torch.randn(b, *shape, device=device).contiguous(memory_format=torch.channels_last)
+              for b in (1, 32, batch)}
+    latency = {(name, b): [] for name in models for b in (1, 32)}
+    step = {name: [] for name in models}
+    for model in models.values():  # warm-up: allocator, thread pool, kernel choice
+        latency_samples(model, inputs[1], warmup=2, repeats=1)
+        train_step_time(model, inputs[batch], loss, steps=1)
+    for _ in range(rounds):
+        for name, model in models.items():
+            for b in (1, 32):
+                latency[(name, b)] += latency_samples(model, inputs[b], warmup=1, repeats=repeats)
+            step[name].append(train_step_time(model, inputs[batch], loss, steps=steps))
+    baseline = settings["baseline"]
+    result = {}
+    for name, model in models.items():
+        ratios = [t / b for t, b in zip(step[name], step[baseline])]
+        result[name] = {
+            "params": count_params(model),
+            "macs": count_macs(model, shape),
+            "latency_ms_b1": quantiles(latency[(name, 1)]),
+            "latency_ms_b32": quantiles(latency[(name, 32)]),
+            "train_step_ms": quantiles([1000 * t for t in step[name]]),
+            "train_step_ratio": quantiles(ratios),
+            "memory_bytes": training_memory(model, inputs[batch], loss),
+        }
+    return {"settings": {**settings, "input": list(shape), "device": str(device), "torch": torch.__version__,
+                         "macs_convention": MACS_CONVENTION},
+            "configurations": result}

@@ -1,0 +1,238 @@
+"""The study: `attnvision compare` end to end on tiny data (report files, resume, failed cells,
+`attnvision report`), its statistics, the Ray executor, and the report in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attnvision.cli import app
+from attnvision.study.grid import PRESETS, Study, build_study
+from attnvision.study.report import pareto_front
+from attnvision.study.results import paired_comparison
+from attnvision.train import PREDICTIONS
+
+
+def flat(result) -> str:
+    """The CLI's output with line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def tiny_grid(fmnist_dir: Path, out: Path, *extra: str, localization: bool = True) -> list[str]:
+    loc = ('{"data": "fashion-mnist-scenes-single", "val_size": 100, "data_kw": {"n_train": 300, "n_test": 100}}'
+           if localization else "none")
+    return ["compare", "--attn", "none,se", "--epochs", "1", "--train-subset", "200", "--val-size", "100",
+            "--batch-size", "64", "--data-dir", str(fmnist_dir), "--localization", loc, "--explain-images", "40",
+            "--jobs", "2", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def study(fmnist_dir, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("study") / "study"
+    result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out))
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.mark.slow
+def test_compare_writes_every_part_of_the_report(study):
+    out, output = study
+    assert re.search(r"\[4/4\] localization/\w+-s0: test acc", output) and "epoch 1/1" in output
+    assert f"report: {(out / 'report.html').resolve()}" in output.replace("\n", "")
+    for name in ("report.html", "report.md", "results.csv", "costs.json", "study.yaml", "environment.json",
+                 "plots/accuracy-vs-latency.png", "plots/accuracy-vs-latency.svg", "plots/accuracy-vs-params.svg",
+                 "plots/learning-curves.png", "plots/gallery.png", "localization/se-s0/explain/scores.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["level"] for r in rows].count("run") == 4 and [r["level"] for r in rows].count("configuration") == 2
+    se = next(r for r in rows if r["level"] == "configuration" and r["configuration"] == "se")
+    assert float(se["params"]) > 272_186 and float(se["train_step_ratio"]) > 0 and float(se["latency_ms_b32"]) > 0
+    assert se["ci_low"] and float(se["ci_low"]) <= float(se["delta"]) <= float(se["ci_high"])
+    config = json.loads((out / "runs" / "se-s0" / "metrics.json").read_text())
+    assert config["threads"] == 1  # pinned: one thread per cell on CPU
+
+
+@pytest.mark.slow
+def test_report_html_is_self_contained(study):
+    page = (study[0] / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing fetched from a network
+    assert "<link" not in page and "@import" not in page and "url(http" not in page
+    assert page.count("<svg") >= 3 and 'src="data:image/png;base64,' in page
+    for section in ('id="results"', 'id="localization"', 'id="runs"', 'id="environment"', "Pareto front",
+                    "McNemar", "reference: random map", "attnvision compare"):
+        assert section in page, section
+
+
+@pytest.mark.slow
+def test_finished_cells_are_skipped_and_interrupted_ones_resumed(study, fmnist_dir):
+    out, _ = study
+    kept = (out / "runs" / "none-s0" / "metrics.json").stat().st_mtime_ns
+    (out / "runs" / "se-s0" / "metrics.json").unlink()  # as if killed after its last epoch's checkpoint
+    result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out))
+    assert result.exit_code == 0, result.output
+    assert "4 cells: 3 finished, 1 to train" in result.output and "start runs/se-s0 (resuming)" in result.output
+    assert (out / "runs" / "none-s0" / "metrics.json").stat().st_mtime_ns == kept
+    assert (out / "runs" / "se-s0" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_report_rebuilds_from_run_folders(study):
+    out, _ = study
+    (out / "report.html").unlink()
+    shutil.rmtree(out / "plots")
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and (out / "plots" / "gallery.png").is_file()
+    assert "se" in result.output and "test acc" in result.output
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_recorded_and_the_others_finish(fmnist_dir, tmp_path):
+    out = tmp_path / "study"
+    (out / "runs" / "se-s0").mkdir(parents=True)
+    (out / "runs" / "se-s0" / "last.pt").write_bytes(b"not a checkpoint")  # its resume fails
+    result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out, localization=False))
+    assert result.exit_code == 0, result.output
+    assert "runs/se-s0: FAILED" in result.output and "1 cell(s) failed" in result.output
+    assert (out / "runs" / "none-s0" / "metrics.json").is_file()
+    failure = json.loads((out / "runs" / "se-s0" / "failed.json").read_text())
+    assert "last.pt" in failure["error"] and "Traceback" not in failure["error"]
+    page = (out / "report.html").read_text()
+    assert "Failed runs" in page and "not a checkpoint" not in page and "failed: " in page
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_cells_into_the_same_folders(fmnist_dir, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out, "--executor", "ray", localization=False))
+    assert result.exit_code == 0, result.output
+    assert "ray executor" in result.output
+    for name in ("none-s0", "se-s0"):
+        assert json.loads((out / "runs" / name / "metrics.json").read_text())["status"] == "completed"
+    assert (out / "report.html").is_file()
+
+
+def test_grid_errors_name_the_problem_before_anything_trains(fmnist_dir, tmp_path):
+    runner = CliRunner()
+    cases = [(["--attn", "none,sen"], "unknown attention module 'sen'"),
+             (["--attn", "none,se,se"], "attn lists a value twice"),
+             (["--baseline", "cbam"], "baseline 'cbam' is not a configuration"),
+             (["--localization", "[1]"], "--localization must be a JSON object"),
+             (["--seed", "0,x"], "--seed must be a comma-separated list of ints"),
+             (["--preset", "huge"], "unknown preset 'huge'"),
+             (["--executor", "slurm"], "unknown --executor 'slurm'"),
+             (["--grid", str(tmp_path / "missing.yaml")], "grid file"),
+             (["--lr", "-1"], "lr must be a finite number > 0")]
+    for extra, message in cases:
+        result = runner.invoke(app, ["compare", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "s"), *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in flat(result) and "Traceback" not in result.output, (extra, result.output)
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "grid.yaml").write_text("attn: [null, se]\nrecipe: {epochs: 1, colour: red}\n")
+    result = runner.invoke(app, ["compare", "--grid", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "unknown config keys ['colour']" in flat(result)
+
+
+def test_a_study_refuses_a_folder_with_runs_of_other_options(study, fmnist_dir):
+    out, _ = study
+    result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out, "--lr", "0.05"))
+    assert result.exit_code == 2 and "holds a run with other options (lr: 0.1 → 0.05)" in flat(result)
+
+
+def test_study_layers_preset_grid_and_flags():
+    study = build_study("quick", {"seed": [0, 1], "recipe": {"epochs": 4}}, {"attn": [None, "se"]}, {"lr": 0.05},
+                        baseline="none")
+    assert study.seed == [0, 1] and study.attn == [None, "se"] and study.localization == PRESETS["quick"]["localization"]
+    assert study.recipe == {**PRESETS["quick"]["recipe"], "epochs": 4, "lr": 0.05}
+    cells = study.cells(Path("s"))
+    assert [c.name for c in cells if c.part == "runs"] == ["none-s0", "se-s0", "none-s1", "se-s1"]  # seed-major
+    assert [c.name for c in cells if c.part == "localization"] == ["none-s0", "se-s0"]
+    assert cells[-1].config.data == "fashion-mnist-scenes-single" and cells[-1].config.lr == 0.05
+    assert build_study("quick", None, {}, {}, localization=None).localization is None
+    names = [n for n, _ in Study(model=["resnet20", "resnet32"], attn=[None, "se"], head=[None, "csra"]).configurations()]
+    assert names[:2] == ["resnet20-none-own-head", "resnet20-none-csra"] and len(names) == 8
+
+
+def test_quick_preset_compares_the_proposal_modules():
+    assert PRESETS["quick"]["attn"] == [None, "se", "eca", "cbam", "bam", "eca_cbam"]
+    assert PRESETS["quick"]["localization"]["data"] == "fashion-mnist-scenes-single"
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    points = [(1.0, 90.0), (2.0, 91.0), (1.5, 89.0), (3.0, 90.5), (4.0, 92.0)]
+    assert pareto_front(points) == [0, 1, 4]
+
+
+def test_paired_comparison_counts_discordant_images(tmp_path):
+    targets = torch.zeros(100, dtype=torch.long)
+
+    def run(name: str, right: int) -> Path:
+        logits = torch.zeros(100, 3)
+        logits[:right, 0] = 1  # right on the first `right` images
+        logits[right:, 1] = 1
+        (tmp_path / name).mkdir()
+        torch.save({"split": "test", "logits": logits.half(), "targets": targets}, tmp_path / name / PREDICTIONS)
+        return tmp_path / name
+
+    result = paired_comparison({0: run("a", 60)}, {0: run("b", 50)}, "single")
+    assert result["per_seed"][0]["only_a"] == 10 and result["per_seed"][0]["only_b"] == 0
+    assert result["per_seed"][0]["p"] == pytest.approx(2 / 2**10)
+    assert result["ci"]["mean"] == pytest.approx(10.0) and result["ci"]["low"] > 0
+    assert result["resolvable"] == pytest.approx(100 * 2.8 * 10**0.5 / 100)
+
+
+# ----------------------------------------------------------------------------- the real browser
+
+def browser():
+    """A headless Chromium driven through chromedriver, or a reason to skip."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("no chromium/chromedriver: `make setup` installs Debian's chromium and chromium-driver where "
+                    "apt and root are available")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800",
+                 "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+@pytest.mark.slow
+def test_report_renders_and_sorts_in_a_real_browser(study, tmp_path):
+    out, _ = study
+    driver = browser()
+    try:
+        driver.get((out / "report.html").resolve().as_uri())
+        rows = driver.find_elements("css selector", "#results tbody tr")
+        assert len(rows) == 2
+        assert driver.execute_script("return document.querySelectorAll('#plots svg').length") >= 3
+        assert driver.execute_script(
+            "var g = document.getElementById('gallery'); return g.complete && g.naturalWidth > 0")
+        assert len(driver.find_elements("css selector", "#localization tbody tr")) >= 2
+        header = driver.find_elements("css selector", "#results th")[2]  # test accuracy
+        column = "return Array.from(document.querySelectorAll('#results tbody tr')).map(r => r.cells[2].dataset.sort)"
+        header.click()
+        ascending = [float(v) for v in driver.execute_script(column)]
+        header.click()
+        descending = [float(v) for v in driver.execute_script(column)]
+        assert ascending == sorted(ascending) and descending == sorted(ascending, reverse=True)
+        assert "asc" not in header.get_attribute("class") and "desc" in header.get_attribute("class")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        assert (tmp_path / "report.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
