@@ -169,3 +169,34 @@ def test_macs_of_a_head_that_feeds_parameters_as_inputs():
     """Query2Label passes its label queries (parameters) into decoder layers; counting must work."""
     model = create_model("resnet20", 5, in_chans=1, head="query2label")
     assert count_macs(model, (1, 28, 28)) > count_macs(create_model("resnet20", 5, in_chans=1), (1, 28, 28))
+
+
+def test_training_memory_counts_saved_activations_and_optimizer_state():
+    from attnvision.profile import training_memory
+
+    linear = nn.Linear(10, 10)
+    x = torch.randn(4, 10)
+    memory = training_memory(linear, x, lambda out: out.square().sum())
+    # Linear saves its input for backward (its weight is a parameter, counted with parameters);
+    # square() saves its input, the linear output: 2 × 4 × 10 float32
+    assert memory["activations"] == 2 * 4 * 10 * 4
+    assert memory["parameters"] == 3 * (10 * 10 + 10) * 4  # weights, gradients, momentum
+    assert memory["peak"] == memory["activations"] + memory["parameters"]
+    assert linear.weight.grad is None  # leaves no gradients behind
+
+
+def test_attention_gates_add_training_memory():
+    from attnvision.profile import training_memory
+
+    x = torch.randn(8, 1, 28, 28)
+    loss = lambda out: out.sum()  # noqa: E731
+    plain = training_memory(create_model("resnet20", 10, in_chans=1), x, loss)["activations"]
+    se = training_memory(create_model("resnet20", 10, attn="se", in_chans=1), x, loss)["activations"]
+    assert 1.05 * plain < se < 2 * plain
+
+
+def test_latency_samples_are_one_per_timed_call():
+    from attnvision.profile import latency_samples
+
+    times = latency_samples(nn.Linear(4, 4), torch.randn(2, 4), warmup=1, repeats=5)
+    assert len(times) == 5 and all(t > 0 for t in times)
