@@ -107,6 +107,7 @@ def run_process(command: list[str], env: dict, cwd: str, log_path: str, prefix: 
                                    env={**os.environ, **env}, cwd=cwd, bufsize=1)
         for line in process.stdout:
             log.write(line)
+            log.flush()  # a cell's log can be followed while it runs
             tail = (tail + [line.rstrip()])[-20:]
             if line.startswith(("epoch ", "error:")):
                 print(f"  [{prefix}] {line.rstrip()}", flush=True)
