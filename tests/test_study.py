@@ -236,3 +236,12 @@ def test_report_renders_and_sorts_in_a_real_browser(study, tmp_path):
         assert (tmp_path / "report.png").stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_jobs_share_the_cores(monkeypatch):
+    from attnvision.study import execute
+
+    monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert execute.default_jobs() == (8, 1)  # one single-threaded run per core: fastest measured on CPU
+    assert execute.default_jobs(2) == (2, 4) and execute.default_jobs(16) == (16, 1)

@@ -371,8 +371,7 @@ def compare(
         fail(f"unknown --executor '{executor}'; valid: local, ray")
     given = given_flags(ctx)
     axes = {name: parse_list(name, options[name], int if name == "seed" else str) for name in GRID_AXES if name in given}
-    default_job_count, threads = default_jobs()
-    jobs = jobs or default_job_count
+    jobs, threads = default_jobs(jobs)
     recipe = config_overrides(options, [name for name in given if name not in GRID_AXES])
     settings = {"baseline": baseline, "explain_images": explain_images, "faithfulness_images": faithfulness_images}
     if localization is not None:
@@ -383,8 +382,8 @@ def compare(
             recipe["threads"] = threads  # recorded in every cell, fixed across seeds and modules
         study = build_study(preset, grid_file, axes, recipe,
                             **{k: v for k, v in settings.items() if v is not None or k == "localization"})
-        data, report = run_study(study, Path(out), jobs, recipe.get("threads") or study.recipe["threads"],
-                                 command_line(ctx, given), executor, ray_address)
+        data, report = run_study(study, Path(out), jobs, study.recipe["threads"], command_line(ctx, given),
+                                 executor, ray_address)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     print_summary(data, report)

@@ -38,13 +38,15 @@ FAILED = "failed.json"
 LOG = "train.log"
 
 
-def default_jobs() -> tuple[int, int]:
-    """(jobs, threads per cell): one cell per GPU, else one single-threaded cell per core."""
+def default_jobs(jobs: int | None = None) -> tuple[int, int]:
+    """(jobs, threads per cell): by default one cell per GPU, else one single-threaded cell per
+    core; the cores shared evenly between ``jobs`` cells when it is given."""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.device_count(), max(1, (os.cpu_count() or 1) // torch.cuda.device_count())
-    return os.cpu_count() or 1, 1
+    cores = os.cpu_count() or 1
+    if jobs is None:
+        jobs = torch.cuda.device_count() if torch.cuda.is_available() else cores
+    return jobs, max(1, cores // jobs)
 
 
 def cell_state(cell: Cell) -> str:
