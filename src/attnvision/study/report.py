@@ -224,6 +224,7 @@ def notes(data: dict) -> dict[str, str]:
     """The paragraphs that state conventions, shared by the HTML and Markdown reports."""
     study, costs, explain = data["study"], data["cost_settings"], data["explain"]
     recipe = ", ".join(f"{k}={v}" for k, v in study.recipe.items())
+    k = max(1, len(study.configurations()) - 1)
     out = {
         "design": f"Grid: model {study.model} × attention {[a or 'none' for a in study.attn]} × head "
                   f"{[h or 'own' for h in study.head]}, seeds {study.seed}; recipe: {recipe}. The checkpoint of "
@@ -233,7 +234,8 @@ def notes(data: dict) -> dict[str, str]:
                       "bootstrap over test images of the per-image correctness difference averaged over seeds "
                       "(2,000 resamples; mAP difference for multi-label data, 500). Verdict 'better'/'worse' when "
                       "the CI excludes 0, else 'not resolved'. McNemar: exact two-sided test per seed on the same "
-                      "test images (not corrected for the number of comparisons). Resolvable: the difference a "
+                      f"test images, not corrected for the {k} comparisons with the baseline (a family-wise 5% level needs "
+                      f"p < {0.05 / k:.3g} per test, Bonferroni). Resolvable: the difference a "
                       "McNemar test detects with 80% power at α = 0.05 given the discordant images observed "
                       "(2.8·√(b+c)/N, mean over seeds).",
     }
