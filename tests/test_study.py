@@ -19,6 +19,9 @@ from attnvision.study.report import pareto_front
 from attnvision.study.results import paired_comparison
 from attnvision.train import PREDICTIONS
 
+# one worker for the whole file: the tiny study the slow tests share is trained once
+pytestmark = pytest.mark.xdist_group("study")
+
 
 def flat(result) -> str:
     """The CLI's output with line wrapping undone."""
