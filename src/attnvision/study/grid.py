@@ -28,9 +28,11 @@ from ..train import TrainConfig
 GRID_AXES = ("model", "attn", "head", "seed")  # TrainConfig fields that take lists in a study
 
 PRESETS = {
-    # make demo: ≤ 10 min on 2 CPU cores, every part of the report present
+    # make demo: ≤ 10 min on 2 CPU cores, every part of the report present. Batch 32: on 2 cores it
+    # trains faster per image than 128 and its 4× more steps learn more in 2 epochs (one probe each:
+    # Fashion-MNIST 76.6% vs 72.4% test accuracy, scenes 54.6% vs 20.8%)
     "quick": {
-        "recipe": {"data": "fashion-mnist", "epochs": 2, "train_subset": 4000, "val_size": 2000},
+        "recipe": {"data": "fashion-mnist", "epochs": 2, "train_subset": 4000, "val_size": 2000, "batch_size": 32},
         "attn": [None, "se", "eca", "cbam", "bam", "eca_cbam"],
         "seed": [0],
         "localization": {"data": "fashion-mnist-scenes-single", "epochs": 2, "val_size": 500,

@@ -91,7 +91,8 @@ def main_table(data: dict) -> tuple[list[str], list[list[tuple[str, object]]]]:
     return header, body
 
 
-LOCALIZATION_SCORES = (("pointing_game", "pointing ≤ tol (%)"), ("energy_in_box", "energy in box (%)"),
+LOCALIZATION_SCORES = (("pointing_game", "pointing ≤ tol (%)"), ("pointing_game_exact", "pointing 0 px (%)"),
+                       ("energy_in_box", "energy in box (%)"),
                        ("relevance_rank", "relevance rank (%)"), ("deletion", "deletion AUC ↓"),
                        ("insertion", "insertion AUC ↑"))
 
@@ -253,8 +254,8 @@ def notes(data: dict) -> dict[str, str]:
         out["localization"] = (f"Each configuration retrained (first seed) on {s['data']} and explained on the first "
                                f"{s['images']} {s['split']} images ({s['pairs']} image-class pairs, the ground-truth "
                                f"class): Grad-CAM at the {s['layer']} and the module's own spatial map where it has "
-                               f"one. Pointing game with a {s['tolerance']:g}-pixel tolerance, energy in box, relevance "
-                               f"rank; deletion/insertion AUC over the first {s['faithfulness_images']} images in "
+                               f"one. Pointing game with a {s['tolerance']:g}-pixel tolerance and without, energy in "
+                               f"box, relevance rank; deletion/insertion AUC over the first {s['faithfulness_images']} images in "
                                f"{s['steps']} steps. Reference rows: a random map (chance), a centred Gaussian, the "
                                "box itself (upper bound).")
     return out
