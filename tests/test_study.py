@@ -36,7 +36,7 @@ def tiny_grid(fmnist_dir: Path, out: Path, *extra: str, localization: bool = Tru
             "--jobs", "2", "--out", str(out), *extra]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: xdist interleaves modules on a worker, which tears module fixtures down
 def study(fmnist_dir, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("study") / "study"
     result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out))
