@@ -18,7 +18,7 @@ demo: setup
 	$(VENV)/bin/attnvision compare --preset quick --out runs/demo
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=10
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -19,9 +19,6 @@ from attnvision.study.report import pareto_front
 from attnvision.study.results import paired_comparison
 from attnvision.train import PREDICTIONS
 
-# one worker for the whole file: the tiny study the slow tests share is trained once
-pytestmark = pytest.mark.xdist_group("study")
-
 
 def flat(result) -> str:
     """The CLI's output with line wrapping undone."""
@@ -36,7 +33,7 @@ def tiny_grid(fmnist_dir: Path, out: Path, *extra: str, localization: bool = Tru
             "--jobs", "2", "--out", str(out), *extra]
 
 
-@pytest.fixture(scope="session")  # session: xdist interleaves modules on a worker, which tears module fixtures down
+@pytest.fixture(scope="module")  # `make test` runs a file on one worker (--dist loadfile): trained once
 def study(fmnist_dir, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("study") / "study"
     result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out))
