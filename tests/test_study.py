@@ -91,6 +91,13 @@ def test_report_rebuilds_from_run_folders(study):
     assert result.exit_code == 0, result.output
     assert (out / "report.html").is_file() and (out / "plots" / "gallery.png").is_file()
     assert "se" in result.output and "test acc" in result.output
+    # a study kept without its checkpoints (docs/study) keeps the gallery it was built with
+    for checkpoint in [*(out / "localization").glob("*/best.pt"), *(out / "localization").glob("*/last.pt")]:
+        checkpoint.unlink()
+    gallery = (out / "plots" / "gallery.png").read_bytes()
+    again = CliRunner().invoke(app, ["report", str(out)])
+    assert again.exit_code == 0, again.output
+    assert (out / "plots" / "gallery.png").read_bytes() == gallery and "data:image/png" in (out / "report.html").read_text()
 
 
 @pytest.mark.slow
