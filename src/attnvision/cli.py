@@ -6,18 +6,16 @@ import inspect
 import json
 import math
 import shlex
-import sys
 import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
-
-from .study.grid import GRID_AXES
 from rich.console import Console
 from rich.table import Table
+
+from .study.grid import GRID_AXES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Attention modules, heads and backbones for image classification.")
@@ -85,19 +83,23 @@ def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
             continue
         flag, help_text, hint = "--" + f.name.replace("_", "-"), f.metadata["help"], hints[f.name]
         if f.name in lists:
-            annotation, option = Optional[str], typer.Option(None, flag, help=f"{help_text}; a comma-separated list "
-                                                             "is one axis of the grid" + (" ('none': without)" if f.name == "attn" else ""))
+            none = " ('none': without)" if f.name == "attn" else ""
+            annotation = Optional[str]
+            option = typer.Option(None, flag, help=f"{help_text}; a comma-separated list is one axis of the grid{none}")
         elif hint is dict:
             annotation, option = Optional[str], typer.Option(None, flag, help=help_text)
         elif hint is bool:
-            annotation, option = bool, typer.Option(f.default, f"{flag}/--no-{f.name.replace('_', '-')}", help=help_text)
-        else:
-            annotation = hint if f.default is not None else Optional[[t for t in typing.get_args(hint) if t is not type(None)][0]]
+            annotation = bool
+            option = typer.Option(f.default, f"{flag}/--no-{f.name.replace('_', '-')}", help=help_text)
+        else:  # int | None → Optional[int], which typer understands
+            annotation = hint if f.default is not None else Optional[next(t for t in typing.get_args(hint)
+                                                                          if t is not type(None))]
             option = typer.Option(f.default, flag, help=help_text, show_default=f.default is not None)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
-    for name, (annotation, help_text) in MODEL_SHORTCUTS.items():
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, help=help_text),
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=annotation))
+    for name, (annotation, help_text) in MODEL_SHORTCUTS.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=typer.Option(None, help=help_text), annotation=annotation))
     return params
 
 
@@ -143,19 +145,6 @@ def config_overrides(options: dict, given: list[str]) -> dict:
     return out
 
 
-def read_config_file(path: str) -> dict:
-    """The TrainConfig fields of a YAML file such as a run folder's config.yaml."""
-    try:
-        value = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        fail(f"config file {path} does not exist")
-    except (OSError, yaml.YAMLError) as e:
-        fail(f"cannot read config file {path}: {e}")
-    if not isinstance(value, dict):
-        fail(f"config file {path} must hold a mapping of option names to values, such as a run's config.yaml")
-    return value
-
-
 @app.command()
 @with_config_options()
 def train(
@@ -169,7 +158,7 @@ def train(
 ) -> None:
     """Train a model; writes metrics.json, log.csv, test predictions, TensorBoard events, best.pt and last.pt."""
     from .checkpoint import DiskFullError
-    from .train import DivergedError, TrainConfig
+    from .train import DivergedError, TrainConfig, read_yaml_mapping
     from .train import train as run_training
 
     given = given_flags(ctx)
@@ -180,7 +169,9 @@ def train(
                  "cannot change them (only --epochs can, to extend the run). Start a new run with another "
                  "--out to change them.")
     try:
-        cfg = TrainConfig.from_dict({**(read_config_file(config) if config else {}), **config_overrides(options, given)})
+        saved = read_yaml_mapping(config, "config file", "of option names to values, such as a run's config.yaml") \
+            if config else {}
+        cfg = TrainConfig.from_dict({**saved, **config_overrides(options, given)})
         metrics = run_training(cfg, resume=resume, progress=progress,
                                epochs=options["epochs"] if resume is not None and "epochs" in given else None)
     except (DivergedError, DiskFullError) as e:
@@ -373,15 +364,15 @@ def compare(
     axes = {name: parse_list(name, options[name], int if name == "seed" else str) for name in GRID_AXES if name in given}
     jobs, threads = default_jobs(jobs)
     recipe = config_overrides(options, [name for name in given if name not in GRID_AXES])
-    settings = {"baseline": baseline, "explain_images": explain_images, "faithfulness_images": faithfulness_images}
+    settings = {k: v for k, v in (("baseline", baseline), ("explain_images", explain_images),
+                                  ("faithfulness_images", faithfulness_images)) if v is not None}
     if localization is not None:
         settings["localization"] = None if localization == "none" else parse_json_dict("--localization", localization)
     try:
         grid_file = load_grid(grid) if grid else None
         if "threads" not in recipe and "threads" not in ((grid_file or {}).get("recipe") or {}):
             recipe["threads"] = threads  # recorded in every cell, fixed across seeds and modules
-        study = build_study(preset, grid_file, axes, recipe,
-                            **{k: v for k, v in settings.items() if v is not None or k == "localization"})
+        study = build_study(preset, grid_file, axes, recipe, **settings)
         data, report = run_study(study, Path(out), jobs, study.recipe["threads"], command_line(ctx, given),
                                  executor, ray_address)
     except (ValueError, FileNotFoundError, TypeError) as e:

@@ -157,6 +157,21 @@ class TrainConfig:
 PREDICTIONS = "test_predictions.pt"
 
 
+def read_yaml_mapping(path: str | Path, what: str, example: str) -> dict:
+    """The mapping a YAML file holds (a run's config.yaml, a study's grid), or a ValueError naming
+    the file and, with ``example``, what it should hold."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {path} must hold a mapping {example}")
+    return value
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -260,10 +275,14 @@ def predict(fabric, model: nn.Module, loader: TensorLoader) -> tuple[torch.Tenso
     return gather(fabric, torch.cat(logits)), gather(fabric, torch.cat(targets))
 
 
+def split_scores(logits: torch.Tensor, targets: torch.Tensor, loss_fn: nn.Module, task: str) -> dict:
+    """Loss and ``task_metrics`` of a split's logits."""
+    return {"loss": loss_fn(logits, targets).item(), **task_metrics(task, logits, targets)}
+
+
 def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str) -> dict:
     """Loss and ``task_metrics`` over a whole split (see ``predict``)."""
-    logits, targets = predict(fabric, model, loader)
-    return {"loss": loss_fn(logits, targets).item(), **task_metrics(task, logits, targets)}
+    return split_scores(*predict(fabric, model, loader), loss_fn, task)
 
 
 def param_checksum(model: nn.Module) -> float:
@@ -501,7 +520,7 @@ def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, progress: bo
                          f"{best['epoch']}: the run folder was changed outside this run")
     model.module.load_state_dict(best_state["model"])
     logits, targets = predict(fabric, model.module, split_loader(cfg, bundle, "test", fabric))
-    test = {"loss": loss_fn(logits, targets).item(), **task_metrics(task, logits, targets)}
+    test = split_scores(logits, targets, loss_fn, task)
     if fabric.global_rank == 0:  # per-image outcomes, for paired tests between runs on the same images
         atomic_torch_save({"split": "test", "logits": logits.half().cpu(), "targets": targets.cpu()},
                           out / PREDICTIONS)

@@ -74,6 +74,11 @@ def config_differences(recorded: dict, wanted: dict) -> list[str]:
             if recorded.get(k, defaults[k]) != v]
 
 
+def key(cell: Cell) -> str:
+    """"<part>/<name>": a cell's name in progress lines and results."""
+    return f"{cell.part}/{cell.name}"
+
+
 def cell_command(cell: Cell, resume: bool) -> list[str]:
     """The ``attnvision train`` command of a cell (config.yaml written by ``prepare``)."""
     base = [sys.executable, "-m", "attnvision", "train"]
@@ -133,12 +138,12 @@ def run_cells(cells: list[Cell], jobs: int, threads: int, executor: str = "local
               ray_address: str | None = None) -> dict[str, str]:
     """Train every cell that is not finished; returns {cell name: "finished" | "failed: <error>"}.
     Prints one line per cell (k of n, eta) and the trainer's per-epoch lines."""
-    states = {cell.name + cell.part: cell_state(cell) for cell in cells}
-    todo = [cell for cell in cells if states[cell.name + cell.part] != "finished"]
+    states = {key(cell): cell_state(cell) for cell in cells}
+    todo = [cell for cell in cells if states[key(cell)] != "finished"]
     done = len(cells) - len(todo)
     print(f"{len(cells)} cells: {done} finished, {len(todo)} to train ({jobs} at once, {threads} thread(s) each, "
           f"{executor} executor)", flush=True)
-    results = {f"{c.part}/{c.name}": "finished" for c in cells if states[c.name + c.part] == "finished"}
+    results = {k: state for k, state in states.items() if state == "finished"}
     if not todo:
         return results
     lock, durations = threading.Lock(), []
@@ -149,16 +154,16 @@ def run_cells(cells: list[Cell], jobs: int, threads: int, executor: str = "local
             done += 1
             durations.append(seconds)
             if code == 0:
-                results[f"{cell.part}/{cell.name}"] = "finished"
+                results[key(cell)] = "finished"
                 outcome = summary(cell)
             else:
-                results[f"{cell.part}/{cell.name}"] = f"failed: {message}"
+                results[key(cell)] = f"failed: {message}"
                 atomic_write_text(cell.folder / FAILED, json.dumps(
                     {"error": message, "exit_code": code, "log": str(cell.folder / LOG)}, indent=2))
                 outcome = f"FAILED ({message})"
             left = len(cells) - done
             eta = sum(durations) / len(durations) * left / jobs  # mean cell time, ``jobs`` cells at once
-            print(f"[{done}/{len(cells)}] {cell.part}/{cell.name}: {outcome} in {seconds:.0f} s; "
+            print(f"[{done}/{len(cells)}] {key(cell)}: {outcome} in {seconds:.0f} s; "
                   f"eta {eta / 60:.1f} min", flush=True)
 
     if executor == "ray":
@@ -174,7 +179,7 @@ def run_cells(cells: list[Cell], jobs: int, threads: int, executor: str = "local
         try:
             t0 = time.perf_counter()
             resume = prepare(cell)
-            print(f"start {cell.part}/{cell.name}{' (resuming)' if resume else ''}", flush=True)
+            print(f"start {key(cell)}{' (resuming)' if resume else ''}", flush=True)
             code, message = run_process(cell_command(cell, resume), cell_env(threads, slot % gpus if gpus else None),
                                         os.getcwd(), str((cell.folder / LOG).resolve()), cell.name)
             report(cell, code, message, time.perf_counter() - t0)

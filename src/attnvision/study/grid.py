@@ -21,9 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
-from ..train import TrainConfig
+from ..train import TrainConfig, read_yaml_mapping
 
 GRID_AXES = ("model", "attn", "head", "seed")  # TrainConfig fields that take lists in a study
 
@@ -148,17 +146,7 @@ class Study:
 
 def load_grid(path: str | Path) -> dict:
     """The mapping of a grid YAML file (keys of ``Study``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"grid file {path} does not exist")
-    try:
-        value = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"grid file {path} is not valid YAML: {e}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"grid file {path} must hold a mapping such as 'attn: [null, se]', 'seed: [0, 1]', "
-                         "'recipe: {epochs: 5}'")
-    return value
+    return read_yaml_mapping(path, "grid file", "such as 'attn: [null, se]', 'seed: [0, 1]', 'recipe: {epochs: 5}'")
 
 
 def build_study(preset: str | None, grid: dict | None, axes: dict, recipe: dict, **settings) -> Study:

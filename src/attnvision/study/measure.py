@@ -46,8 +46,7 @@ def measure_costs(study: Study, out: Path, threads: int, rounds: int = 5, repeat
                 "configurations": list(cells), "baseline": study.baseline_name}
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved.get("settings", {}).get("configurations") == settings["configurations"] and \
-                {k: saved["settings"].get(k) for k in settings} == settings:
+        if {k: saved.get("settings", {}).get(k) for k in settings} == settings:
             return saved
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
