@@ -7,9 +7,10 @@ rebuilds a row is the one that built it.
   options is an error, never overwritten.
 - A failing cell writes ``failed.json`` (its error and log) and the others go on.
 - ``jobs`` cells run at once, each with ``threads`` CPU threads (and one GPU each where there are
-  GPUs). On this project's 2-core reference machine two 1-thread cells train resnet20 + SE at
-  637 img/s each against 999 img/s for one 2-thread cell (1.27× the throughput), and unpinned
-  threads oversubscribe the cores (225 img/s each): hence one thread per cell by default on CPU.
+  GPUs). On this project's 2-core reference machine (issue 10's measurement: ``attnvision train
+  --attn se --train-subset 6000 --epochs 1``, two runs) two 1-thread cells at once trained at
+  637 img/s each against 999 img/s for one 2-thread cell (1.27× the throughput), and two unpinned
+  ones oversubscribed the cores (225 img/s each): hence one thread per cell by default on CPU.
 - Executors: ``local`` (a thread per job slot, each driving one process at a time) or ``ray``
   (one Ray task per cell with ``num_cpus=threads`` and ``num_gpus=1`` on GPU machines, on the
   cluster at ``ray_address`` or a local Ray); results land in the same run folders either way.

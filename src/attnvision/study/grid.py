@@ -28,7 +28,10 @@ GRID_AXES = ("model", "attn", "head", "seed")  # TrainConfig fields that take li
 PRESETS = {
     # make demo: ≤ 10 min on 2 CPU cores, every part of the report present. Batch 32: on 2 cores it
     # trains faster per image than 128 and its 4× more steps learn more in 2 epochs (one probe each:
-    # Fashion-MNIST 76.6% vs 72.4% test accuracy, scenes 54.6% vs 20.8%)
+    # Fashion-MNIST 76.6% vs 72.4% test accuracy, scenes 54.6% vs 20.8%; batch 128: the none-s0 runs
+    # of this preset before; batch 32: `attnvision train --train-subset 4000 --val-size 2000 --epochs 2
+    # --batch-size 32 --threads 1`, and `--data fashion-mnist-scenes-single --val-size 500
+    # --data-kw '{"n_train": 2000, "n_test": 500}'` with the same epochs, batch and threads)
     "quick": {
         "recipe": {"data": "fashion-mnist", "epochs": 2, "train_subset": 4000, "val_size": 2000, "batch_size": 32},
         "attn": [None, "se", "eca", "cbam", "bam", "eca_cbam"],
