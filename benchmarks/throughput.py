@@ -21,7 +21,9 @@ import time
 import torch
 
 from attnvision import create_model
-from attnvision.train import TrainConfig, build_loss, build_optimizer, load_bundle, train
+from attnvision.config import TrainConfig
+from attnvision.evaluate import build_loss, load_bundle
+from attnvision.train import build_optimizer, train
 
 
 def bare_loop_images_per_s(cfg: TrainConfig) -> float:

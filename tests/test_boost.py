@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from attnvision import create_model
 from attnvision.boost import avg_max_scores, boost, fixed_lambda
 from attnvision.cli import app
-from attnvision.train import TrainConfig, train
+from attnvision.config import TrainConfig
+from attnvision.train import train
 
 
 class NullFabric:

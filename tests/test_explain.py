@@ -20,7 +20,8 @@ from attnvision.data import load_dataset
 from attnvision.explain import (attention_maps, baseline_maps, class_maps, deletion_insertion,
                                 localization_scores)
 from attnvision.explain.scores import box_masks
-from attnvision.train import TrainConfig, train
+from attnvision.config import TrainConfig
+from attnvision.train import train
 
 
 def box(*rows) -> torch.Tensor:

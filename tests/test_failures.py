@@ -29,7 +29,9 @@ import attnvision.run_folder as run_folder
 import attnvision.train as train_mod
 from attnvision.checkpoint import DiskFullError, load_checkpoint, save_checkpoint
 from attnvision.cli import app
-from attnvision.train import DivergedError, TrainConfig, evaluate_checkpoint, lr_factor, repair_best, train
+from attnvision.config import TrainConfig
+from attnvision.evaluate import evaluate_checkpoint
+from attnvision.train import DivergedError, lr_factor, repair_best, train
 
 SMALL_MODEL = '{"layers": [1, 1, 1]}'  # resnet8: the CLI runs below only need a model that trains
 

@@ -17,7 +17,7 @@ from attnvision.cli import app
 from attnvision.study.grid import PRESETS, Study, build_study
 from attnvision.study.report import pareto_front
 from attnvision.study.results import paired_comparison
-from attnvision.train import PREDICTIONS
+from attnvision.run_folder import PREDICTIONS
 
 
 def flat(result) -> str:

@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 import attnvision.train as train_mod
 from attnvision.checkpoint import load_checkpoint, save_checkpoint
 from attnvision.cli import app
-from attnvision.train import DivergedError, TrainConfig, evaluate_checkpoint, train
+from attnvision.config import TrainConfig
+from attnvision.evaluate import evaluate_checkpoint
+from attnvision.train import DivergedError, train
 
 ATTNVISION = str(Path(sys.executable).parent / "attnvision")
 

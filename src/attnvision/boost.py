@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .heads.gap import GapHead
-from .train import load_run, selection_metric, split_loader, task_metrics
+from .evaluate import load_run, selection_metric, split_loader, task_metrics
 
 LAMBDAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 

@@ -74,7 +74,7 @@ def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
     """One CLI option per TrainConfig field, from its type, default and help (the single source of
     truth), plus ``MODEL_SHORTCUTS``. Fields in ``lists`` take comma-separated lists (grid axes);
     dict fields take JSON."""
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     params = []
@@ -132,7 +132,9 @@ def command_line(ctx: typer.Context, given: list[str]) -> str:
 
 def config_overrides(options: dict, given: list[str]) -> dict:
     """TrainConfig fields from the config options given on the command line: JSON dicts parsed,
-    ``MODEL_SHORTCUTS`` merged into model_kw."""
+    ``MODEL_SHORTCUTS`` merged key by key into model_kw (a key set by both is refused)."""
+    from .config import merge_options
+
     out = {name: options[name] for name in given if name in options and name not in MODEL_SHORTCUTS}
     for name in ("data_kw", "model_kw"):
         if name in out:
@@ -140,9 +142,21 @@ def config_overrides(options: dict, given: list[str]) -> dict:
     shortcuts = {name: options[name] for name in given if name in MODEL_SHORTCUTS}
     if shortcuts:
         head_kw = {k: shortcuts[k] for k in ("heads", "lam") if k in shortcuts}
-        out["model_kw"] = {**({"width": shortcuts["width"]} if "width" in shortcuts else {}),
-                           **({"head_kw": head_kw} if head_kw else {}), **out.get("model_kw", {})}
+        from_shortcuts = {**({"width": shortcuts["width"]} if "width" in shortcuts else {}),
+                          **({"head_kw": head_kw} if head_kw else {})}
+        given_kw = out.get("model_kw", {})
+        clash = sorted(leaf_keys(from_shortcuts) & leaf_keys(given_kw))
+        if clash:
+            fail(f"--model-kw sets {', '.join(clash)}, which {', '.join('--' + k for k in shortcuts)} also "
+                 "set(s): give each value once")
+        out["model_kw"] = merge_options(from_shortcuts, given_kw)
     return out
+
+
+def leaf_keys(options: dict, prefix: str = "") -> set[str]:
+    """The dotted paths of a nested dict's values: {"head_kw": {"heads": 4}} → {"head_kw.heads"}."""
+    return {path for key, value in options.items()
+            for path in (leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {prefix + key})}
 
 
 @app.command()
@@ -158,7 +172,8 @@ def train(
 ) -> None:
     """Train a model; writes metrics.json, log.csv, test predictions, TensorBoard events, best.pt and last.pt."""
     from .checkpoint import DiskFullError
-    from .train import DivergedError, TrainConfig, read_yaml_mapping
+    from .config import TrainConfig, merge_options, read_yaml_mapping
+    from .train import DivergedError
     from .train import train as run_training
 
     given = given_flags(ctx)
@@ -171,7 +186,7 @@ def train(
     try:
         saved = read_yaml_mapping(config, "config file", "of option names to values, such as a run's config.yaml") \
             if config else {}
-        cfg = TrainConfig.from_dict({**saved, **config_overrides(options, given)})
+        cfg = TrainConfig.from_dict(merge_options(saved, config_overrides(options, given)))
         metrics = run_training(cfg, resume=resume, progress=progress,
                                epochs=options["epochs"] if resume is not None and "epochs" in given else None)
     except (DivergedError, DiskFullError) as e:
@@ -191,7 +206,7 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Evaluate a checkpoint on a split of the data it was trained on."""
-    from .train import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
 
     try:
         result = evaluate_checkpoint(checkpoint, data_dir=data_dir, split=split)

@@ -1,5 +1,13 @@
-"""Owning a run folder: create it (with clear errors), lock it against a second run, clean up
-what a killed run left behind.
+"""A run folder: the names of its files (the one place they are spelled), and owning one: create it
+(with clear errors), lock it against a second run, clean up what a killed run left behind.
+
+    config.yaml          the run's TrainConfig                    CONFIG
+    log.csv              one row per finished epoch               LOG
+    last.pt, best.pt     checkpoints: every epoch, best validation LAST, BEST
+    metrics.json         written when the run has finished        METRICS
+    test_predictions.pt  test logits (float16) and targets        PREDICTIONS
+    tb/                  TensorBoard events                       TENSORBOARD
+    .lock                held while a run lasts                   LOCK_NAME
 
 The lock is ``<run>/.lock``, held with ``flock`` for as long as the run lasts and holding
 "<pid> <host>" of its owner for the error message. The kernel drops a ``flock`` when its process
@@ -14,7 +22,19 @@ import os
 import socket
 from pathlib import Path
 
+CONFIG = "config.yaml"
+LOG = "log.csv"
+LAST = "last.pt"
+BEST = "best.pt"
+METRICS = "metrics.json"
+PREDICTIONS = "test_predictions.pt"
+TENSORBOARD = "tb"
 LOCK_NAME = ".lock"
+
+
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` holds a started run (a checkpoint or final metrics)."""
+    return (out / LAST).is_file() or (out / METRICS).is_file()
 
 
 def make_run_folder(out: Path) -> None:

@@ -68,7 +68,7 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[s
     data without boxes is an error). Baselines (random, centre, box) are scored beside the methods
     for localisation; deletion/insertion run for the methods and the random map (the reference).
     """
-    from ..train import load_run
+    from ..evaluate import load_run
 
     for method in methods or ():
         if method not in METHODS:
@@ -206,7 +206,7 @@ def runs_gallery(checkpoints: dict[str, str | Path], out: str | Path, images: in
     (label → checkpoint): one row per run's Grad-CAM, plus a row with its own map where it has
     one (spatial gate, CSRA, Query2Label). Each column explains the image's ground-truth class
     (for multi-label data its first present class), with that class's boxes where the data has them."""
-    from ..train import load_run
+    from ..evaluate import load_run
 
     rows, first = {}, None
     for label, checkpoint in checkpoints.items():

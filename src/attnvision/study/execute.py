@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from ..checkpoint import atomic_write_text
-from ..train import TrainConfig
+from ..config import TrainConfig
 from .grid import Cell
 
 FAILED = "failed.json"

@@ -18,10 +18,11 @@ the parts separate keeps the main data's recipe free to be anything.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..train import TrainConfig, read_yaml_mapping
+from ..config import TrainConfig, merge_options, read_yaml_mapping
 
 GRID_AXES = ("model", "attn", "head", "seed")  # TrainConfig fields that take lists in a study
 
@@ -154,12 +155,13 @@ def load_grid(path: str | Path) -> dict:
 
 def build_study(preset: str | None, grid: dict | None, axes: dict, recipe: dict, **settings) -> Study:
     """The study from a preset, then a grid file, then command-line axes, recipe options and
-    settings, each overriding the one before. ``axes`` maps grid axes to lists."""
+    settings, each overriding the one before (recipe options key by key, ``merge_options``).
+    ``axes`` maps grid axes to lists."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}'; valid: {', '.join(PRESETS)}")
-    d = dict(PRESETS[preset]) if preset else {}
+    d = copy.deepcopy(PRESETS[preset]) if preset else {}
     for layer in (grid or {}), {**axes, **settings}:
         d.update({k: v for k, v in layer.items() if k != "recipe"})
-        d["recipe"] = {**d.get("recipe", {}), **layer.get("recipe", {})}
-    d["recipe"] = {**d.get("recipe", {}), **recipe}
+        d["recipe"] = merge_options(d.get("recipe", {}), layer.get("recipe") or {})
+    d["recipe"] = merge_options(d.get("recipe", {}), recipe)
     return Study.from_dict(d, "the grid")

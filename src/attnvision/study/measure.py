@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..profile import MACS_CONVENTION, count_macs, count_params, latency_samples, train_step_time, training_memory
-from ..train import build_model, load_bundle
+from ..evaluate import build_model, load_bundle
 from .grid import Study
 
 COSTS = "costs.json"

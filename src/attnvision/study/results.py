@@ -31,7 +31,7 @@ import torch
 
 from ..metrics import average_precision
 from ..stats import mcnemar_exact, paired_bootstrap
-from ..train import PREDICTIONS
+from ..run_folder import PREDICTIONS
 from .execute import FAILED, display_command
 from .grid import Study, load_grid
 from .measure import COSTS

@@ -1,0 +1,142 @@
+"""A run rebuilt and scored: the model and data a ``TrainConfig`` describes, the loss it trains
+with, predictions over a split, and the metrics the trainer, ``eval``, ``boost``, ``explain`` and
+the study all compute the same way.
+
+The checkpoint is chosen on the validation split by ``selection_metric`` (top-1 accuracy for
+single-label data, mAP for multi-label data). Everything here reads runs; nothing trains, so what
+only reads runs (explanations, reports) stands on this module and never on the trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbones import create_model
+from .backbones.weights import state_dict_differences
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .data import DatasetBundle, TensorLoader, load_dataset
+from .losses import AsymmetricLoss, BCEWithLogits
+from .metrics import accuracy, multilabel_metrics
+
+SPLITS = ("train", "val", "test")
+
+
+def load_bundle(cfg: TrainConfig) -> DatasetBundle:
+    """The run's data: its dataset, validation split and training subset."""
+    bundle = load_dataset(cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.split_seed,
+                          **cfg.data_kw)
+    if cfg.train_subset is not None:
+        bundle.train = bundle.train.subset(torch.arange(min(cfg.train_subset, len(bundle.train))))
+    return bundle
+
+
+def build_model(cfg: TrainConfig, bundle: DatasetBundle) -> nn.Module:
+    return create_model(cfg.model, bundle.num_classes, attn=cfg.attn, head=cfg.head,
+                        in_chans=bundle.in_chans, **cfg.model_kw)
+
+
+def build_loss(cfg: TrainConfig, task: str) -> nn.Module:
+    name = cfg.loss or ("ce" if task == "single" else "bce")
+    valid = {"single": ("ce",), "multilabel": ("bce", "asl")}[task]
+    if name not in valid:
+        raise ValueError(f"loss '{name}' does not fit {task} data; valid: {', '.join(valid)}")
+    if name == "ce":
+        return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return BCEWithLogits() if name == "bce" else AsymmetricLoss()
+
+
+def selection_metric(task: str) -> str:
+    """The validation metric that picks the best checkpoint."""
+    return "acc" if task == "single" else "mAP"
+
+
+def task_metrics(task: str, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Top-1 accuracy (%) for single-label data; mAP, CP, CR, CF1, OP, OR, OF1 and their top-3
+    variants (%) for multi-label data."""
+    if task == "single":
+        return {"acc": accuracy(logits, targets)}
+    return {k: v for k, v in multilabel_metrics(logits, targets).items() if isinstance(v, float)}
+
+
+def split_scores(logits: torch.Tensor, targets: torch.Tensor, loss_fn: nn.Module, task: str) -> dict:
+    """Loss and ``task_metrics`` of a split's logits."""
+    return {"loss": loss_fn(logits, targets).item(), **task_metrics(task, logits, targets)}
+
+
+def gather(fabric, t: torch.Tensor) -> torch.Tensor:
+    """Concatenate per-rank tensors of different lengths along dim 0, in rank order."""
+    if fabric.world_size == 1:
+        return t
+    sizes = fabric.all_gather(torch.tensor([len(t)], device=t.device)).flatten().tolist()
+    padded = torch.cat([t, t.new_zeros((max(sizes) - len(t),) + t.shape[1:])])
+    everything = fabric.all_gather(padded)
+    return torch.cat([everything[r, :n] for r, n in enumerate(sizes)])
+
+
+@torch.no_grad()
+def predict(fabric, model: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits float32 (N, K) and targets of a whole split, in split order (sharded over ranks,
+    gathered).
+
+    ``model`` is the bare module, not the DDP wrapper: ranks may see different batch counts here,
+    and DDP's forward would wait on collectives the other ranks never join."""
+    model.eval()
+    logits, targets = [], []
+    for x, y in loader:
+        with fabric.autocast():
+            logits.append(model(x).float())
+        targets.append(y)
+    return gather(fabric, torch.cat(logits)), gather(fabric, torch.cat(targets))
+
+
+def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str) -> dict:
+    """Loss and ``task_metrics`` over a whole split (see ``predict``)."""
+    return split_scores(*predict(fabric, model, loader), loss_fn, task)
+
+
+def split_loader(cfg: TrainConfig, bundle: DatasetBundle, split: str, fabric) -> TensorLoader:
+    """An in-order, unaugmented loader over this rank's share of one split."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
+    return TensorLoader(getattr(bundle, split), cfg.batch_size * 2, mean=bundle.mean, std=bundle.std, train=False,
+                        rank=fabric.global_rank, world_size=fabric.world_size, device=fabric.device,
+                        channels_last=cfg.channels_last)
+
+
+def load_model_state(model: nn.Module, state_dict: dict, path: str | Path) -> None:
+    """``model.load_state_dict`` whose error summarises the key differences (counts, a few names)."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:
+        raise ValueError(f"{path}: weights do not fit the model its config describes "
+                         f"({state_dict_differences(model, state_dict)}); was it written by another "
+                         "version of attnvision?") from None
+
+
+def load_run(path: str | Path, data_dir: str | None = None):
+    """The config, data and trained model of a checkpoint, and a single-process Fabric to run it on.
+    Returns (cfg, bundle, model, fabric, state); the model is in eval mode on ``fabric.device``."""
+    from lightning.fabric import Fabric
+
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    bundle = load_bundle(cfg)
+    model = build_model(cfg, bundle)
+    load_model_state(model, state["model"], path)
+    fabric = Fabric(accelerator="auto", devices=1, precision=cfg.precision)
+    model = model.to(fabric.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    return cfg, bundle, model.eval(), fabric, state
+
+
+def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: str = "test") -> dict:
+    """Rebuild the model and data of a checkpoint and evaluate one split (single process)."""
+    cfg, bundle, model, fabric, state = load_run(path, data_dir)
+    loader = split_loader(cfg, bundle, split, fabric)
+    result = evaluate(fabric, model, loader, build_loss(cfg, bundle.task), bundle.task)
+    return {"checkpoint": str(path), "split": split, "epoch": state["epoch"], **result}
