@@ -40,7 +40,12 @@ from torch import nn
 
 CHUNK = 1024  # pairs per vectorised block: bounds the (pairs, boxes, H, W) temporaries
 SCORES = ("pointing_game", "pointing_game_exact", "energy_in_box", "relevance_rank")
-BASELINES = ("random", "centre", "box")
+BASELINES = ("random", "centre", "box")  # reference maps, scored beside every method
+# every score a map gets with its column title ({tol}: the pointing game's tolerance in pixels): the
+# one list the CLI's table, the study's report and the benchmark tables show
+SCORE_COLUMNS = (("pointing_game", "pointing ≤ {tol} px (%)"), ("pointing_game_exact", "pointing 0 px (%)"),
+                 ("energy_in_box", "energy in box (%)"), ("relevance_rank", "relevance rank (%)"),
+                 ("deletion", "deletion AUC ↓"), ("insertion", "insertion AUC ↑"))
 
 
 def box_masks(boxes: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
