@@ -218,6 +218,29 @@ def test_train_config_reruns_a_run_with_flags_overriding_the_file(fmnist_dir, tm
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
 
 
+def test_flags_override_one_model_kw_key_and_keep_the_rest_of_the_file(fmnist_dir, tmp_path):
+    """train --config FILE --heads 4 once dropped the file's other model_kw keys (width, λ)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(fmnist_dir), "val_size": 100, "train_subset": 64, "epochs": 1,
+                                      "batch_size": 64, "head": "csra",
+                                      "model_kw": {"width": "large", "head_kw": {"lam": 0.3}}}))
+    runner = CliRunner()
+
+    def model_kw(out: str, *flags: str) -> dict:
+        result = runner.invoke(app, ["train", "--config", str(config), *flags, "--out", str(tmp_path / out),
+                                     "--no-progress"])
+        assert result.exit_code == 0, result.output
+        return yaml.safe_load((tmp_path / out / "config.yaml").read_text())["model_kw"]
+
+    assert model_kw("a", "--heads", "4") == {"width": "large", "head_kw": {"lam": 0.3, "heads": 4}}
+    assert model_kw("b", "--heads", "4", "--model-kw", '{"head_kw": {"lam": 0.2}}') == \
+        {"width": "large", "head_kw": {"lam": 0.2, "heads": 4}}
+    twice = runner.invoke(app, ["train", "--config", str(config), "--heads", "4", "--model-kw",
+                                '{"head_kw": {"heads": 2}}', "--out", str(tmp_path / "c")])
+    assert twice.exit_code == 2 and "give each value once" in " ".join(twice.output.split())
+    assert not (tmp_path / "c").exists()
+
+
 def test_bf16_mixed_precision_trains_and_true_precisions_are_refused(fmnist_dir, tmp_path):
     metrics = train(replace(tiny_config(fmnist_dir, tmp_path / "run"), epochs=1, precision="bf16-mixed"),
                     progress=False)
