@@ -87,3 +87,16 @@ def test_no_function_in_src_exceeds_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} has {lines} lines")
     assert not long, "split into named phases:\n" + "\n".join(long)
+
+
+def test_module_classes_write_acronyms_in_capitals():
+    """One naming rule for module classes (PEP 8): CapWords, an acronym in capitals (CBAM, ECA,
+    CSRA, EVA, GAP), a head's class ending in Head."""
+    words = ("Cbam", "Eca", "Csra", "Eva", "Gap", "Bam")
+    wrong = []
+    for path in [*(PACKAGE / "attention").glob("*.py"), *(PACKAGE / "heads").glob("*.py"),
+                 *(PACKAGE / "backbones").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(w in node.name for w in words):
+                wrong.append(f"{path.name}: {node.name}")
+    assert not wrong, wrong

@@ -8,16 +8,16 @@ from torch import nn
 
 from attnvision import create_head, create_model
 from attnvision.backbones.resnet import ResNet
-from attnvision.heads.eva import EvaHead, RingAttention, ring_positions
+from attnvision.heads.eva import EVAHead, RingAttention, ring_positions
 
 
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def small_head(k: int = 7, variant: str = "paper", in_features: int = 6) -> EvaHead:
+def small_head(k: int = 7, variant: str = "paper", in_features: int = 6) -> EVAHead:
     torch.manual_seed(0)
-    return EvaHead(in_features, 5, heads=2, kernel_size=k, dim=8, variant=variant)
+    return EVAHead(in_features, 5, heads=2, kernel_size=k, dim=8, variant=variant)
 
 
 # --- rings ---------------------------------------------------------------------------------
@@ -53,7 +53,7 @@ def test_output_shape(k, variant):
 
 def test_registered_head():
     head = create_head("eva", 16, 10, heads=4)
-    assert isinstance(head, EvaHead) and head(torch.randn(2, 16, 7, 7)).shape == (2, 10)
+    assert isinstance(head, EVAHead) and head(torch.randn(2, 16, 7, 7)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 6, 6), (2, 6, 7, 5), (2, 6, 5, 5), (2, 4, 7, 7), (6, 7, 7)])
@@ -64,11 +64,11 @@ def test_wrong_map_raises(shape):
 
 def test_bad_construction_raises():
     with pytest.raises(ValueError, match="odd kernel_size"):
-        EvaHead(8, 5, heads=2, kernel_size=6)
+        EVAHead(8, 5, heads=2, kernel_size=6)
     with pytest.raises(ValueError, match="heads of even width"):
-        EvaHead(8, 5, heads=8)
+        EVAHead(8, 5, heads=8)
     with pytest.raises(ValueError, match="unknown EVA variant"):
-        EvaHead(8, 5, heads=2, variant="official")
+        EVAHead(8, 5, heads=2, variant="official")
 
 
 @pytest.mark.parametrize("variant", ["paper", "code"])
@@ -100,7 +100,7 @@ def test_code_structure():
 
 
 def test_parameter_counts_small():
-    paper, code = EvaHead(64, 10), EvaHead(64, 10, variant="code")
+    paper, code = EVAHead(64, 10), EVAHead(64, 10, variant="code")
     assert n_params(paper) == 411_082 and n_params(code) == 180_490
     assert n_params(paper.query_conv) == 64 * 64 * 49
     # stage s ≥ 1: W_Q, W_K, W_V, W_Z, block (8,576) and (2s+1)·64 relative-embedding parameters
@@ -212,7 +212,7 @@ def test_learns_where_the_marker_is(variant):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     (x, y), (x_test, y_test) = marker_maps(128, g), marker_maps(256, g)
-    head = EvaHead(4, 2, heads=2, kernel_size=5, dim=8, variant=variant, drop_rate=0.0)
+    head = EVAHead(4, 2, heads=2, kernel_size=5, dim=8, variant=variant, drop_rate=0.0)
     opt = torch.optim.Adam(head.parameters(), 1e-2)
     for _ in range(60):
         opt.zero_grad()

@@ -7,7 +7,7 @@ import torch
 
 from attnvision import create_head, create_model, list_heads
 from attnvision.heads.csra import CSRA, CSRAHead
-from attnvision.heads.gap import GapHead
+from attnvision.heads.gap import GAPHead
 from attnvision.heads.query2label import GroupWiseLinear, Query2LabelHead, sine_position_encoding
 
 D, C = 16, 5
@@ -30,7 +30,7 @@ def location_scores(branch: CSRA, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("normalize", [True, False])
 def test_csra_lambda_zero_is_gap_plus_fc(normalize):
     head = CSRAHead(D, C, heads=1, lam=0.0, normalize=normalize)
-    gap = GapHead(D, C)
+    gap = GAPHead(D, C)
     with torch.no_grad():
         gap.fc.weight.copy_(head.branches[0].class_weights())
         gap.fc.bias.zero_()

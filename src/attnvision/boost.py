@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .heads.gap import GapHead
+from .heads.gap import GAPHead
 from .evaluate import load_run, selection_metric, split_loader, task_metrics
 
 LAMBDAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -27,7 +27,7 @@ LAMBDAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 @torch.no_grad()
 def avg_max_scores(fabric, model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y_avg (N, C), y_max (N, C) and targets over a split, from the model's own classifier."""
-    if not isinstance(model.head, GapHead):
+    if not isinstance(model.head, GAPHead):
         raise ValueError(f"boost needs a GAP + linear head; this model's head is {type(model.head).__name__}")
     fc = model.head.fc
     avg, mx, targets = [], [], []

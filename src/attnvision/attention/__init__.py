@@ -26,7 +26,7 @@ from .adaptive_pool import AdaptivePoolingAttention
 from .bam import BottleneckAttention
 from .cbam import CBAM
 from .eca import EfficientChannelAttention
-from .hybrid import EcaCbamParallel, EcaCbamSequential
+from .hybrid import ECACBAMParallel, ECACBAMSequential
 from .nonlocal_block import NonLocalBlock
 from .residual_attention import ResidualAttentionModule
 from .sasa import SelfAttention2d
@@ -37,8 +37,8 @@ ATTENTION.add("se", SqueezeExcite)
 ATTENTION.add("eca", EfficientChannelAttention)
 ATTENTION.add("cbam", CBAM)
 ATTENTION.add("bam", BottleneckAttention)
-ATTENTION.add("eca_cbam", EcaCbamSequential)
-ATTENTION.add("eca_cbam_parallel", EcaCbamParallel)
+ATTENTION.add("eca_cbam", ECACBAMSequential)
+ATTENTION.add("eca_cbam_parallel", ECACBAMParallel)
 ATTENTION.add("aa", AttentionAugmentedConv)
 ATTENTION.add("nonlocal", NonLocalBlock)
 ATTENTION.add("ran", ResidualAttentionModule)

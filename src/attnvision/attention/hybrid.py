@@ -8,8 +8,8 @@ unchanged classes of those files.
 
 Equations (x ∈ R^{B×C×H×W}; ω(·) ∈ R^{B×C×1×1} the ECA gate, M_s(·) ∈ R^{B×1×H×W} CBAM's
 spatial gate):
-    EcaCbamSequential:  x' = ω(x) ⊙ x,   out = M_s(x') ⊙ x'           (CBAM's channel-first order)
-    EcaCbamParallel:    out = ω(x) ⊙ M_s(x) ⊙ x                        (both gates read the input)
+    ECACBAMSequential:  x' = ω(x) ⊙ x,   out = M_s(x') ⊙ x'           (CBAM's channel-first order)
+    ECACBAMParallel:    out = ω(x) ⊙ M_s(x) ⊙ x                        (both gates read the input)
 
 Why the parallel variant multiplies the two gates rather than adding their logits as BAM does
 (σ(a_c + a_s), with a residual 1 + ·): with the product, it differs from the sequential variant
@@ -34,7 +34,7 @@ from .cbam import SpatialGate
 from .eca import EfficientChannelAttention
 
 
-class _EcaCbam(nn.Module):
+class _ECACBAM(nn.Module):
     """The two gates shared by both arrangements."""
 
     placement = "block"
@@ -45,7 +45,7 @@ class _EcaCbam(nn.Module):
         self.spatial = SpatialGate(spatial_kernel_size)
 
 
-class EcaCbamSequential(_EcaCbam):
+class ECACBAMSequential(_ECACBAM):
     """ECA channel gate, then CBAM spatial gate on the re-weighted map. (B, C, H, W) → (B, C, H, W)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class EcaCbamSequential(_EcaCbam):
         return {"channel": omega.flatten(1), "spatial": self.spatial(x * omega)}
 
 
-class EcaCbamParallel(_EcaCbam):
+class ECACBAMParallel(_ECACBAM):
     """ECA channel gate and CBAM spatial gate both from the input, multiplied. (B, C, H, W) → (B, C, H, W)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

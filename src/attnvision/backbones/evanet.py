@@ -43,7 +43,7 @@ class EVANet(ResNet):
 
 def evanet20(num_classes: int, width: str = "small", layers: Sequence[int] = (2, 2, 2), shortcut: str = "A",
              head: str = "eva", head_kw: dict | None = None, **kw) -> EVANet:
-    """EVANet-20: CIFAR ResNet trunk + EVA head. ``head_kw`` goes to ``EvaHead`` (e.g. ``heads``,
+    """EVANet-20: CIFAR ResNet trunk + EVA head. ``head_kw`` goes to ``EVAHead`` (e.g. ``heads``,
     ``variant="code"``); ``kw`` to ``ResNet`` (``in_chans``, ``attn``, …). The head is EVA by
     definition; ``head`` exists only to reject other names clearly.
     """

@@ -6,13 +6,13 @@ from torch import nn
 
 from ..registry import Registry
 from .csra import CSRAHead
-from .eva import EvaHead
-from .gap import GapHead
+from .eva import EVAHead
+from .gap import GAPHead
 from .query2label import Query2LabelHead
 
 HEADS: Registry = Registry("head")
-HEADS.add("gap", GapHead)
-HEADS.add("eva", EvaHead)
+HEADS.add("gap", GAPHead)
+HEADS.add("eva", EVAHead)
 HEADS.add("csra", CSRAHead)
 HEADS.add("query2label", Query2LabelHead)
 

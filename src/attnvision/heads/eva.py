@@ -203,7 +203,7 @@ class TokenAttention(nn.Module):
         return self.block(self.proj(attn), query)
 
 
-class EvaHead(nn.Module):
+class EVAHead(nn.Module):
     """Expanding Visual Attention head. (B, in_features, k, k) → (B, num_classes) logits.
 
     ``dim`` (default ``in_features``) is the model and output width of EVA; ``heads`` must divide

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 
-class GapHead(nn.Module):
+class GAPHead(nn.Module):
     """GAP then a linear classifier. (B, d, h, w) → (B, C) logits.
 
     The classifier is called ``fc`` so that, inside a model, its keys read ``head.fc.*``;
