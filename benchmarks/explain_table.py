@@ -22,15 +22,12 @@ from pathlib import Path
 
 import torch
 
+from attnvision.explain.scores import SCORE_COLUMNS
 from attnvision.stats import mcnemar_exact, paired_bootstrap
-
-COLUMNS = (("pointing_game", "pointing ≤{tol} px"), ("pointing_game_exact", "pointing 0 px"),
-           ("energy_in_box", "energy in box"), ("relevance_rank", "relevance rank"),
-           ("deletion", "deletion AUC ↓"), ("insertion", "insertion AUC ↑"))
 
 
 def row(label: str, scores: dict) -> str:
-    return f"| {label} | " + " | ".join(f"{scores[k]:.1f}" if k in scores else "–" for k, _ in COLUMNS) + " |"
+    return f"| {label} | " + " | ".join(f"{scores[k]:.1f}" if k in scores else "–" for k, _ in SCORE_COLUMNS) + " |"
 
 
 def main() -> None:
@@ -43,10 +40,10 @@ def main() -> None:
     if not baselines:
         raise SystemExit(f"no explained run '{args.baseline}-s<seed>' under {args.folder}; found: {', '.join(runs)}")
     first = json.loads((next(iter(baselines.values())) / "explain-scores.json").read_text())
-    tol = f"{first['tolerance']:g}"
+    titles = {key: title.format(tol=f"{first['tolerance']:g}") for key, title in SCORE_COLUMNS}
     print(f"| run · map | test {'acc' if first['task'] == 'single' else 'mAP'} (%) | "
-          + " | ".join(title.format(tol=tol) for _, title in COLUMNS) + " |")
-    print("|---|---:|" + "---:|" * len(COLUMNS))
+          + " | ".join(titles.values()) + " |")
+    print("|---|---:|" + "---:|" * len(SCORE_COLUMNS))
     for name, folder in runs.items():
         scores = json.loads((folder / "explain-scores.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -59,9 +56,11 @@ def main() -> None:
           f"pairs of the first {first['faithfulness_images']} images ({first['methods']['gradcam']['faithfulness_pairs']}"
           " pairs).\n")
 
-    print(f"| Grad-CAM of run vs {args.baseline} (same seed) | pointing ≤{tol} px: hits only run / only "
-          f"{args.baseline} | McNemar p | pointing 0 px: only run / only {args.baseline} | McNemar p "
-          "| energy in box: Δ (points) | 95% CI |")
+    # counts and differences, not percentages: the score names without their unit
+    names = {key: title.removesuffix(" (%)") for key, title in titles.items()}
+    print(f"| Grad-CAM of run vs {args.baseline} (same seed) | {names['pointing_game']}: hits only run / only "
+          f"{args.baseline} | McNemar p | {names['pointing_game_exact']}: only run / only {args.baseline} | McNemar p "
+          f"| {names['energy_in_box']}: Δ (points) | 95% CI |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, folder in runs.items():
         seed = re.search(r"-s\d+$", name)

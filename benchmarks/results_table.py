@@ -1,7 +1,8 @@
 """Summarise run folders (their metrics.json) into a markdown table, mean ± std over seeds.
 
-    .venv/bin/python benchmarks/results_table.py runs/fmnist-attention
+    .venv/bin/python benchmarks/results_table.py docs/runs/fmnist-attention
 
+The folder holds run folders: the copies kept in docs/runs/<experiment>, or a study's runs/.
 Rows group runs by their folder name without its ``-s<seed>`` suffix (e.g. ``cbam-s0``, ``cbam-s1``
 → ``cbam``); the std is the sample std over seeds (n ≥ 2).
 The score is the test metric of each run's best-validation checkpoint (multi-label runs add CF1
