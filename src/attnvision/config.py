@@ -53,6 +53,7 @@ def option(default=None, valid: Range | tuple | None = None, help: str = "", fac
 
 
 POSITIVE_INT = Range(int, 1)
+SCHEDULES = ("cosine", "linear", "step", "onecycle")
 SEED = Range(int, 0, 2**32 - 1)  # Lightning's seed_everything replaces seeds outside this with 0
 
 
@@ -83,15 +84,33 @@ class TrainConfig:
     momentum: float = option(0.9, Range(float, 0, 1, above=True), "SGD's Nesterov momentum")
     weight_decay: float = option(5e-4, Range(float, 0), "weight decay, not applied to biases and normalisation parameters")
     warmup_epochs: float = option(1.0, Range(float, 0), "linear learning-rate warm-up, in epochs")
-    schedule: str = option("cosine", ("cosine", "step"), "learning-rate schedule after warm-up (cosine: to 0; "
-                           "step: × step-gamma every step-epochs)")
+    schedule: str = option("cosine", SCHEDULES, "learning-rate schedule after warm-up (cosine: to 0; linear: "
+                           "to 0, Li et al. 2020's budgeted-training choice; step: × step-gamma every step-epochs; "
+                           "onecycle: Smith & Topin 2019, its own warm-up over the first 30% of steps, then cosine "
+                           "to lr/25e4, with --warmup-epochs 0)")
     step_epochs: int = option(4, POSITIVE_INT, "step schedule: epochs between decays")
     step_gamma: float = option(0.1, Range(float, 0, 1, above=True), "step schedule: factor per decay")
     loss: str | None = option(None, (None, "ce", "bce", "asl"), "loss (default: ce for single-label data, bce for "
                               "multi-label data; asl: asymmetric loss)")
     label_smoothing: float = option(0.0, Range(float, 0, 1), "label smoothing of the cross-entropy")
+    grad_clip: float | None = option(None, Range(float, 0, above=True),
+                                     "clip the gradients' global L2 norm to this value before each step")
+    ema_decay: float | None = option(None, Range(float, 0, 1, above=True),
+                                     "keep an exponential moving average of the weights with this decay per step "
+                                     "(e.g. 0.999) and evaluate, select and test it instead of the raw weights")
     crop_pad: int = option(2, Range(int, 0), "random-crop padding in pixels (0: no crop)")
     hflip: bool = option(True, help="random horizontal flips")
+    erase_prob: float = option(0.0, Range(float, 0, 1), "Random Erasing (Zhong et al. 2020): probability that an "
+                               "image gets a rectangle of random pixels, 2-40% of its area (the paper: 0.5)")
+    mixup_prob: float = option(0.0, Range(float, 0, 1), "probability that a batch is mixed by mixup (Zhang et al. "
+                               "2018): images and targets blended with a shuffled copy of the batch")
+    mixup_alpha: float = option(0.2, Range(float, 0, above=True), "mixup's Beta(α, α) parameter")
+    cutmix_prob: float = option(0.0, Range(float, 0, 1), "probability that a batch is mixed by CutMix (Yun et al. "
+                                "2019): a box pasted from a shuffled copy, targets by its area; mixup-prob + "
+                                "cutmix-prob ≤ 1")
+    cutmix_alpha: float = option(1.0, Range(float, 0, above=True), "CutMix's Beta(α, α) parameter")
+    tta_hflip: bool = option(False, help="evaluate (validation and test) on the mean logits of each image and its "
+                             "mirror image")
     seed: int = option(0, SEED, "seed of initialisation, augmentation and batch order")
     channels_last: bool = option(True, help="channels-last memory format")
     # results depend on the thread count (reductions split differently), so a run records it
@@ -127,6 +146,12 @@ class TrainConfig:
                 problem = valid.problem(value)
                 if problem:
                     raise ValueError(f"{f.name} {problem}")
+        if self.mixup_prob + self.cutmix_prob > 1:
+            raise ValueError(f"mixup_prob {self.mixup_prob} + cutmix_prob {self.cutmix_prob} exceed 1: a batch is "
+                             "mixed by one of them at most, so their probabilities must sum to at most 1")
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise ValueError(f"schedule onecycle warms up by itself (the first 30% of steps), so warmup_epochs "
+                             f"{self.warmup_epochs} would be a second warm-up: pass --warmup-epochs 0")
         DATASETS.get(self.data)
         MODELS.get(self.model)
         if self.attn:

@@ -78,9 +78,10 @@ def gather(fabric, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(fabric, model: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(fabric, model: nn.Module, loader: TensorLoader, hflip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits float32 (N, K) and targets of a whole split, in split order (sharded over ranks,
-    gathered).
+    gathered). ``hflip``: the mean of the logits of each image and its mirror image (test-time
+    augmentation; ``TrainConfig.tta_hflip``).
 
     ``model`` is the bare module, not the DDP wrapper: ranks may see different batch counts here,
     and DDP's forward would wait on collectives the other ranks never join."""
@@ -88,14 +89,18 @@ def predict(fabric, model: nn.Module, loader: TensorLoader) -> tuple[torch.Tenso
     logits, targets = [], []
     for x, y in loader:
         with fabric.autocast():
-            logits.append(model(x).float())
+            out = model(x).float()
+            if hflip:
+                out = (out + model(x.flip(3)).float()) / 2
+        logits.append(out)
         targets.append(y)
     return gather(fabric, torch.cat(logits)), gather(fabric, torch.cat(targets))
 
 
-def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str) -> dict:
+def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str,
+             hflip: bool = False) -> dict:
     """Loss and ``task_metrics`` over a whole split (see ``predict``)."""
-    return split_scores(*predict(fabric, model, loader), loss_fn, task)
+    return split_scores(*predict(fabric, model, loader, hflip), loss_fn, task)
 
 
 def split_loader(cfg: TrainConfig, bundle: DatasetBundle, split: str, fabric) -> TensorLoader:
@@ -117,9 +122,16 @@ def load_model_state(model: nn.Module, state_dict: dict, path: str | Path) -> No
                          "version of attnvision?") from None
 
 
+def evaluated_weights(state: dict) -> dict:
+    """The weights a checkpoint is evaluated with: the moving average when the run kept one
+    (``TrainConfig.ema_decay``), else the trained weights."""
+    return state["ema"] if "ema" in state else state["model"]
+
+
 def load_run(path: str | Path, data_dir: str | None = None):
-    """The config, data and trained model of a checkpoint, and a single-process Fabric to run it on.
-    Returns (cfg, bundle, model, fabric, state); the model is in eval mode on ``fabric.device``."""
+    """The config, data and trained model (``evaluated_weights``) of a checkpoint, and a
+    single-process Fabric to run it on. Returns (cfg, bundle, model, fabric, state); the model is
+    in eval mode on ``fabric.device``."""
     from lightning.fabric import Fabric
 
     state = load_checkpoint(path)
@@ -128,7 +140,7 @@ def load_run(path: str | Path, data_dir: str | None = None):
         cfg.data_dir = data_dir
     bundle = load_bundle(cfg)
     model = build_model(cfg, bundle)
-    load_model_state(model, state["model"], path)
+    load_model_state(model, evaluated_weights(state), path)
     fabric = Fabric(accelerator="auto", devices=1, precision=cfg.precision)
     model = model.to(fabric.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     return cfg, bundle, model.eval(), fabric, state
@@ -138,5 +150,5 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: st
     """Rebuild the model and data of a checkpoint and evaluate one split (single process)."""
     cfg, bundle, model, fabric, state = load_run(path, data_dir)
     loader = split_loader(cfg, bundle, split, fabric)
-    result = evaluate(fabric, model, loader, build_loss(cfg, bundle.task), bundle.task)
+    result = evaluate(fabric, model, loader, build_loss(cfg, bundle.task), bundle.task, cfg.tta_hflip)
     return {"checkpoint": str(path), "split": split, "epoch": state["epoch"], **result}

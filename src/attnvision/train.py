@@ -7,8 +7,8 @@ or several CPU processes over gloo); everything else is a plain PyTorch loop:
 
 ``train`` claims the run folder (``run_folder``: its file names and lock), then runs the phases
 
-    set_up → restore (on resume) → per epoch: train_epoch → validate → record_epoch → save_epoch
-           → score_best_on_test → finish (metrics.json)
+    set_up → restore (on resume) → per epoch: train_epoch (train_step × steps) → validate → record_epoch
+           → save_epoch → score_best_on_test → finish (metrics.json)
 
 with the run's progress in one ``Progress`` object: ``checkpoint_state`` (what ``last.pt`` holds)
 and ``restore`` (what a resume reads back) sit side by side. What a run *is* lives in ``config``,
@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -35,8 +36,10 @@ from tqdm import tqdm
 from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import DatasetBundle, TensorLoader
-from .evaluate import (build_loss, build_model, evaluate, load_bundle, load_model_state, predict, selection_metric,
-                       split_loader, split_scores)
+from .data.mixing import Mixing, mix_batch
+from .ema import WeightEMA
+from .evaluate import (build_loss, build_model, evaluate, evaluated_weights, load_bundle, load_model_state, predict,
+                       selection_metric, split_loader, split_scores)
 from .profile import count_macs, count_params
 from .run_folder import (BEST, CONFIG, LAST, LOG, METRICS, PREDICTIONS, TENSORBOARD, RunLock, holds_run,
                          make_run_folder, remove_temp_files)
@@ -66,19 +69,37 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+ONECYCLE_RISE, ONECYCLE_START, ONECYCLE_END = 0.3, 1 / 25, 1 / 25e4  # torch's OneCycleLR defaults
+
+
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
-    """LR multiplier per step: linear warmup to 1 over ``warmup_epochs``, then cosine decay to 0 at
-    the last step, or a step decay by ``step_gamma`` every ``step_epochs`` epochs."""
+    """LR multiplier per step (``schedule``):
+
+    - cosine / linear: linear warm-up to 1 over ``warmup_epochs``, then cosine or linear decay to 0
+      at the last step;
+    - step: warm-up, then × ``step_gamma`` every ``step_epochs`` epochs (counted from step 0);
+    - onecycle (Smith & Topin 2019): a linear rise from 1/25 to 1 over the first 30% of steps, then
+      cosine decay to 1/25e4 at the last step. Deviations: torch's OneCycleLR rises along a cosine
+      too, and the paper also cycles momentum inversely; here momentum stays fixed.
+    """
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     total_steps = cfg.epochs * steps_per_epoch
+    rise_steps = max(round(ONECYCLE_RISE * total_steps), 1)
 
     def factor(step: int) -> float:
+        if cfg.schedule == "onecycle":
+            if step < rise_steps:
+                return ONECYCLE_START + (1 - ONECYCLE_START) * step / rise_steps
+            progress = min((step - rise_steps) / max(total_steps - rise_steps, 1), 1.0)
+            return ONECYCLE_END + (1 - ONECYCLE_END) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if cfg.schedule == "step":
             return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        if cfg.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 
@@ -217,10 +238,23 @@ class Run:
     train_loader: TensorLoader
     val_loader: TensorLoader
     macs: int
+    mixing: Mixing
+    ema: WeightEMA | None  # the moving average of the weights, when ``ema_decay`` is set
 
     @property
     def task(self) -> str:
         return self.bundle.task
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The weights validation, selection and the test see: the moving average when kept."""
+        return self.ema.module if self.ema is not None else self.model.module
+
+    def setup_fabric(self) -> None:
+        """Hand model and optimizer to Fabric (device, precision, DDP); the average follows the model."""
+        self.model, self.optimizer = self.fabric.setup(self.model, self.optimizer)
+        if self.ema is not None:
+            self.ema.module.to(self.fabric.device)
 
 
 def set_up(fabric, cfg: TrainConfig, out: Path) -> Run:
@@ -244,14 +278,17 @@ def set_up(fabric, cfg: TrainConfig, out: Path) -> Run:
     model = model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     optimizer = build_optimizer(model, cfg)
     train_loader = TensorLoader(bundle.train, cfg.batch_size, mean=bundle.mean, std=bundle.std, train=True,
-                                crop_pad=cfg.crop_pad, hflip=cfg.hflip, seed=cfg.seed, rank=fabric.global_rank,
-                                world_size=fabric.world_size, device=fabric.device, channels_last=cfg.channels_last)
+                                crop_pad=cfg.crop_pad, hflip=cfg.hflip, erase_prob=cfg.erase_prob, seed=cfg.seed,
+                                rank=fabric.global_rank, world_size=fabric.world_size, device=fabric.device,
+                                channels_last=cfg.channels_last)
     if len(train_loader) == 0:
         raise ValueError(f"{len(bundle.train)} training images are fewer than one batch per process "
                          f"({cfg.batch_size} × {fabric.world_size}): lower --batch-size")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, len(train_loader)))
+    mixing = Mixing(cfg.mixup_prob, cfg.mixup_alpha, cfg.cutmix_prob, cfg.cutmix_alpha)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     return Run(cfg, fabric, out, bundle, selection_metric(bundle.task), loss_fn, model, optimizer, scheduler,
-               train_loader, split_loader(cfg, bundle, "val", fabric), macs)
+               train_loader, split_loader(cfg, bundle, "val", fabric), macs, mixing, ema)
 
 
 def checkpoint_state(run: Run, progress: Progress) -> dict:
@@ -260,6 +297,7 @@ def checkpoint_state(run: Run, progress: Progress) -> dict:
     return {"config": asdict(run.cfg), "model": run.model.module.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": progress.epoch,
             **({"cuda_rng": torch.cuda.get_rng_state_all()} if run.fabric.device.type == "cuda" else {}),
+            **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
             "history": progress.history, "best": progress.best, "train_time_s": progress.train_time_s,
             "dataset": {"task": b.task, "num_classes": b.num_classes, "in_chans": b.in_chans,
                         "class_names": b.class_names, "mean": list(b.mean), "std": list(b.std)}}
@@ -273,7 +311,41 @@ def restore(run: Run, state: dict) -> Progress:
     torch.set_rng_state(state["rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if run.ema is not None:
+        load_model_state(run.ema.module, state["ema"], run.out / LAST)
     return Progress(state["epoch"], state["history"], state["best"], state["train_time_s"])
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple:
+    """One optimizer step on a batch, mixed first when mixing is on; then the moving average.
+    Returns the loss, the logits and the targets the accuracy is counted against (the larger
+    share of a mixed pair), all detached."""
+    x, y = mix_batch(x, y, run.mixing, run.bundle.num_classes, run.task, rng) if run.mixing.active else (x, y)
+    with run.fabric.autocast():
+        logits = run.model(x)
+    loss = run.loss_fn(logits.float(), y)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.fabric.backward(loss)
+    if run.cfg.grad_clip is not None:
+        run.fabric.clip_gradients(run.model, run.optimizer, max_norm=run.cfg.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update(run.model.module)
+    hard = y.argmax(1) if run.task == "single" and y.ndim == 2 else y
+    return loss.detach(), logits.detach(), hard
+
+
+def check_finite(run: Run, loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> float:
+    """The epoch's mean loss so far; ``DivergedError`` when it is not finite on any rank (all ranks
+    decide together, or a lone rank that stops would leave the others waiting in an all-reduce)."""
+    mean_loss = loss_sum.item() / seen
+    if not math.isfinite(run.fabric.all_reduce(loss_sum.clone(), reduce_op="sum").item()):  # in place
+        kept = (f"the last good checkpoint is kept at {run.out / LAST} (epoch {epoch})" if epoch
+                else "no checkpoint was written (this was the first epoch)")
+        raise DivergedError(f"loss became {mean_loss} at epoch {epoch + 1}, step {step + 1}; {kept}. "
+                            "Lower --lr or raise --warmup-epochs.")
+    return mean_loss
 
 
 def train_epoch(run: Run, epoch: int, show_progress: bool) -> dict:
@@ -282,32 +354,20 @@ def train_epoch(run: Run, epoch: int, show_progress: bool) -> dict:
     cfg, fabric, task = run.cfg, run.fabric, run.task
     run.model.train()
     run.train_loader.set_epoch(epoch)
+    rng = np.random.default_rng([cfg.seed, epoch, fabric.global_rank])  # mixing: a function of the epoch
     loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
     correct = torch.zeros((), device=fabric.device, dtype=torch.long)
     seen, t0, steps = 0, time.perf_counter(), len(run.train_loader)
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not show_progress or fabric.global_rank != 0, mininterval=0.5)
     for step, (x, y) in enumerate(bar):
-        with fabric.autocast():
-            logits = run.model(x)
-        loss = run.loss_fn(logits.float(), y)
-        run.optimizer.zero_grad(set_to_none=True)
-        fabric.backward(loss)
-        run.optimizer.step()
-        run.scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss, logits, hard = train_step(run, x, y, rng)
+        loss_sum += loss * len(y)
         if task == "single":
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += (logits.argmax(1) == hard).sum()
         seen += len(y)
-        if step % 10 == 9 or step == steps - 1:
-            # host sync only every 10 steps; all ranks decide together, or a lone rank that stops
-            # would leave the others waiting in the next all-reduce
-            mean_loss = loss_sum.item() / seen
-            if not math.isfinite(fabric.all_reduce(loss_sum.clone(), reduce_op="sum").item()):  # in place
-                kept = (f"the last good checkpoint is kept at {run.out / LAST} (epoch {epoch})" if epoch
-                        else "no checkpoint was written (this was the first epoch)")
-                raise DivergedError(f"loss became {mean_loss} at epoch {epoch + 1}, step {step + 1}; {kept}. "
-                                    "Lower --lr or raise --warmup-epochs.")
+        if step % 10 == 9 or step == steps - 1:  # host sync only every 10 steps
+            mean_loss = check_finite(run, loss_sum, seen, epoch, step)
             bar.set_postfix(loss=f"{mean_loss:.4f}", **({"acc": f"{100 * correct.item() / seen:.2f}"}
                                                          if task == "single" else {}),
                             img_s=f"{seen * fabric.world_size / (time.perf_counter() - t0):.0f}")
@@ -317,6 +377,16 @@ def train_epoch(run: Run, epoch: int, show_progress: bool) -> dict:
     return {"lr": run.optimizer.param_groups[0]["lr"], "train_loss": loss_total / images,
             **({"train_acc": 100 * right / images} if task == "single" else {}),
             "epoch_time_s": seconds, "images_per_s": images / seconds}
+
+
+def validate(run: Run) -> dict:
+    """Validation scores of the evaluated weights; with a moving average, also the raw weights'
+    selection metric (``raw_<metric>``), to show what the average buys."""
+    scores = evaluate(run.fabric, run.evaluated_model, run.val_loader, run.loss_fn, run.task, run.cfg.tta_hflip)
+    if run.ema is not None:
+        raw = evaluate(run.fabric, run.model.module, run.val_loader, run.loss_fn, run.task, run.cfg.tta_hflip)
+        scores[f"raw_{run.metric}"] = raw[run.metric]
+    return scores
 
 
 def record_epoch(run: Run, progress: Progress, trained: dict, val: dict) -> bool:
@@ -363,8 +433,9 @@ def score_best_on_test(run: Run, progress: Progress) -> dict:
     if best_state["epoch"] != best_epoch:  # the lock and repair_best rule this out; a wrong number is worse
         raise ValueError(f"{run.out / BEST} holds epoch {best_state['epoch']}, not the best epoch "
                          f"{best_epoch}: the run folder was changed outside this run")
-    run.model.module.load_state_dict(best_state["model"])
-    logits, targets = predict(run.fabric, run.model.module, split_loader(run.cfg, run.bundle, "test", run.fabric))
+    run.evaluated_model.load_state_dict(evaluated_weights(best_state))
+    logits, targets = predict(run.fabric, run.evaluated_model, split_loader(run.cfg, run.bundle, "test", run.fabric),
+                              run.cfg.tta_hflip)
     if run.fabric.global_rank == 0:
         atomic_torch_save({"split": "test", "logits": logits.half().cpu(), "targets": targets.cpu()},
                           run.out / PREDICTIONS)
@@ -404,13 +475,13 @@ def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, show_progres
     """The body of ``train``, run with the run folder claimed: the phases in order."""
     run = set_up(fabric, cfg, out)
     progress = Progress.start(run.metric) if state is None else restore(run, state)
-    run.model, run.optimizer = fabric.setup(run.model, run.optimizer)
+    run.setup_fabric()
     if fabric.global_rank == 0:
         atomic_write_text(out / CONFIG, yaml.safe_dump(asdict(cfg), sort_keys=False))
     wall_start = time.perf_counter()
     for epoch in range(progress.epoch, cfg.epochs):
         trained = train_epoch(run, epoch, show_progress)
-        val = evaluate(fabric, run.model.module, run.val_loader, run.loss_fn, run.task)
+        val = validate(run)
         save_epoch(run, progress, record_epoch(run, progress, trained, val))
         fabric.barrier()
     test = score_best_on_test(run, progress)

@@ -38,6 +38,31 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+ERASE_AREA = (0.02, 0.4)  # Random Erasing's s_l, s_h: the rectangle's share of the image area
+ERASE_ASPECT = (0.3, 1 / 0.3)  # its r_1, 1/r_1: height / width
+
+
+def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+    """Random Erasing (Zhong et al., AAAI 2020, Algorithm 1) on a batch x float (B, C, H, W) of
+    pixel values in [0, 255]: with probability ``prob`` an image gets one rectangle of area
+    S_e ~ U(0.02, 0.4)·H·W and aspect ratio r_e ~ U(0.3, 1/0.3) (height/width) at a uniform position,
+    filled with uniform random values in [0, 255]. Deviation: the paper re-draws a rectangle that
+    does not fit in the image; here its sides are clipped to the image's."""
+    b, c, h, w = x.shape
+    erase = torch.rand(b, generator=generator) < prob
+    area = torch.empty(b).uniform_(*ERASE_AREA, generator=generator) * h * w
+    aspect = torch.empty(b).uniform_(*ERASE_ASPECT, generator=generator)
+    height = (area * aspect).sqrt().round().clamp(1, h)
+    width = (area / aspect).sqrt().round().clamp(1, w)
+    top = (torch.rand(b, generator=generator) * (h - height + 1)).floor()
+    left = (torch.rand(b, generator=generator) * (w - width + 1)).floor()
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = (((rows >= top[:, None]) & (rows < (top + height)[:, None]))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < (left + width)[:, None]))[:, None, :] & erase[:, None, None])
+    noise = torch.rand(b, c, h, w, generator=generator).to(x.device) * 255
+    return torch.where(inside.to(x.device)[:, None], noise, x)
+
+
 class TensorLoader:
     """Iterates (images, targets) batches of a :class:`Split`.
 
@@ -56,6 +81,7 @@ class TensorLoader:
         train: bool,
         crop_pad: int = 0,
         hflip: bool = False,
+        erase_prob: float = 0.0,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -69,6 +95,7 @@ class TensorLoader:
         self.train = train
         self.crop_pad = crop_pad
         self.hflip = hflip
+        self.erase_prob = erase_prob
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -104,5 +131,8 @@ class TensorLoader:
                 x = random_crop(x, self.crop_pad, g)
             if self.train and self.hflip:
                 x = random_hflip(x, g)
-            x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+            x = x.float()
+            if self.train and self.erase_prob:
+                x = random_erase(x, self.erase_prob, g)
+            x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
             yield x, self.targets[batch]
