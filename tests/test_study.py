@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
+from fnmatch import fnmatch
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,9 @@ from typer.testing import CliRunner
 
 from attnvision.cli import app
 from attnvision.study.grid import PRESETS, Study, build_study
-from attnvision.study.report import pareto_front
+from attnvision.study.layout import REPORT_HTML, REPORT_MD
+from attnvision.study.report import (GALLERY_CAPTION, TEMPLATES, Cell, Document, Row, Section, Table, pareto_front,
+                                     render)
 from attnvision.study.results import paired_comparison
 from attnvision.run_folder import PREDICTIONS
 
@@ -70,6 +75,49 @@ def test_report_html_is_self_contained(study):
         assert section in page, section
 
 
+def headings(out: Path) -> tuple[list[str], list[str]]:
+    """The headings of report.html and of report.md, in order, as "<level> <text>"."""
+    page = (out / "report.html").read_text(encoding="utf-8")
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    return ([f"{level} {html.unescape(text)}" for level, text in re.findall(r"<h([12])>(.*?)</h[12]>", page)],
+            [f"{len(hashes)} {text}" for hashes, text in re.findall(r"^(#{1,2}) (.+)$", markdown, re.M)])
+
+
+@pytest.mark.slow
+def test_report_md_and_html_show_the_same_sections(study):
+    out, _ = study
+    in_html, in_markdown = headings(out)
+    assert in_html == in_markdown
+    assert in_html[1:] == ["2 Accuracy and cost", "2 Does it look at the object?",
+                           "2 The same test images, every configuration", "2 Runs", "2 Environment"]
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    page = html.unescape((out / "report.html").read_text(encoding="utf-8"))
+    assert "![explanation gallery](plots/gallery.png)" in markdown
+    assert GALLERY_CAPTION in markdown and GALLERY_CAPTION in page
+    tolerance = json.loads((out / "localization" / "se-s0" / "explain" / "scores.json").read_text())["tolerance"]
+    for text in (markdown, page):  # the score titles of explain.scores, with the tolerance the scores used
+        assert f"pointing ≤ {tolerance:g} px (%)" in text and "{tol}" not in text and "reference: box map" in text
+
+
+def test_report_templates_escape_what_their_format_needs():
+    table = Table("t", ["a | b"], [Row([Cell("x | <b>y</b>", "x")], baseline=True)])
+    report = Document("title <1>", "lead & more", [Section("S", [table])])
+    markdown, page = render(report, REPORT_MD), render(report, REPORT_HTML)
+    assert "| a \\| b |" in markdown and "| x \\| <b>y</b> |" in markdown and "# title <1>" in markdown
+    assert "<b>y</b>" not in page and "x | &lt;b&gt;y&lt;/b&gt;" in page and "lead &amp; more" in page
+    assert '<tr class="baseline"><td data-sort="x" class="text">' in page
+
+
+def test_report_templates_are_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    names = {"report.html.j2", "report.md.j2", "report.css", "report.js"}
+    assert names <= {p.name for p in (resources.files("attnvision.study") / TEMPLATES).iterdir()}
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["attnvision.study"]
+    assert all(any(fnmatch(f"{TEMPLATES}/{name}", pattern) for pattern in patterns) for name in names)
+    assert any(d.startswith("jinja2") for d in pyproject["project"]["dependencies"])
+
+
 @pytest.mark.slow
 def test_finished_cells_are_skipped_and_interrupted_ones_resumed(study, fmnist_dir):
     out, _ = study
@@ -113,6 +161,10 @@ def test_a_failing_cell_is_recorded_and_the_others_finish(fmnist_dir, tmp_path):
     assert "last.pt" in failure["error"] and "Traceback" not in failure["error"]
     page = (out / "report.html").read_text()
     assert "Failed runs" in page and "not a checkpoint" not in page and "failed: " in page
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "\n## Failed runs\n\n- runs/se-s0: " in markdown and "last.pt" in markdown and "failed: " in markdown
+    in_html, in_markdown = headings(out)
+    assert in_html == in_markdown and "2 Failed runs" in in_markdown
 
 
 @pytest.mark.slow

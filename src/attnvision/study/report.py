@@ -2,29 +2,55 @@
 file: inline CSS, inline JavaScript for sorting, plots as inline SVG, the gallery as a data URI;
 no network access, no external URL), ``report.md``, ``results.csv`` (one row per run and one per
 configuration) and ``plots/*.png`` + ``*.svg``; plus the summary table printed to the terminal.
+
+One document, rendered twice. ``document(data, ...)`` describes the report once: its title, a
+lead paragraph and its sections in order, each a title and a list of blocks (``Paragraph``,
+``Table`` of (text, sort value) cells, ``Figures`` with a caption, ``Failures``, ``KeyValues``).
+The templates in ``templates/`` render that description: ``report.html.j2`` (autoescaped; the
+package files ``report.css`` and ``report.js`` are inlined so the page stays one file) and
+``report.md.j2`` (``|`` escaped in table cells). Neither template knows a section by name, so both
+files always hold the same sections in the same order.
+
+A table's columns are ``Column`` objects: a title, the value a cell sorts by (and results.csv
+holds), the text a reader sees, and where it is shown. ``CONFIGURATION_COLUMNS`` feeds the main
+table, the terminal summary and the configuration rows of results.csv; ``RUN_COLUMNS`` the runs
+table and the run rows; ``LOCALIZATION_COLUMNS`` (scores from ``explain.scores.SCORE_COLUMNS``)
+the localisation table.
+
+A new section: a function returning a ``Section`` (or None when it has nothing to show), added to
+the list in ``document`` where it belongs in the order. A new column: a ``Column`` in the list
+of its table, with ``csv=`` when results.csv should carry it. A new kind of block: a dataclass
+with a ``kind`` and a branch for it in each template.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import math
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Callable, ClassVar, NamedTuple
+
+import jinja2
+import rich.table
 
 from ..explain.figures import pyplot
+from ..explain.scores import SCORE_COLUMNS
 from ..profile import MACS_CONVENTION
+from .layout import GALLERY, LOCALIZATION, MAIN, PLOTS, REPORT_HTML, REPORT_MD, RESULTS_CSV, TRAIN_LOG
 
-GALLERY = "gallery.png"
+REPORT, TERMINAL = "report", "terminal"  # where a column is shown: the report's tables, the summary compare prints
 
 
 # ---- number formatting ------------------------------------------------------------------------
 
-def num(value, digits: int = 2, suffix: str = "") -> str:
+def num(value, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:,.{digits}f}{suffix}"
+    return f"{value:,.{digits}f}"
 
 
 def pm(mean, std, digits: int = 2) -> str:
@@ -54,77 +80,365 @@ def median_of(row: dict, key: str):
     return value["median"] if isinstance(value, dict) else None
 
 
-# ---- tables (header, rows of (text, sort value)) ------------------------------------------------
+# ---- columns ----------------------------------------------------------------------------------
 
-def main_table(data: dict) -> tuple[list[str], list[list[tuple[str, object]]]]:
+class Cell(NamedTuple):
+    text: str
+    sort: object  # None: no value (sorts last)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a table of row dicts: ``value`` is what a cell sorts by and what results.csv
+    holds, ``text`` what a reader sees (by default the value, a number with ``digits`` decimals)."""
+
+    title: str  # {metric}: the selection metric; {tol}: the pointing game's tolerance; "" for results.csv only
+    value: Callable[[dict], object]
+    text: Callable[[dict], str] | None = None
+    digits: int = 2
+    csv: str | None = None  # its column in results.csv, if it has one
+    shown: tuple[str, ...] = (REPORT,)
+    only_if_any: bool = False  # left out of a table where no row has a value (the multi-label scores)
+
+    def cell(self, row: dict) -> Cell:
+        value = self.value(row)
+        if self.text is not None:
+            return Cell(self.text(row), value)
+        return Cell(value if isinstance(value, str) else num(value, self.digits), value)
+
+
+def item(key: str) -> Callable[[dict], object]:
+    return lambda row: row.get(key)
+
+
+def median(key: str) -> Callable[[dict], object]:
+    return lambda row: median_of(row, key)
+
+
+def spread(key: str, digits: int) -> Callable[[dict], str]:
+    """Median (interquartile range) of a measured cost."""
+    def text(row: dict) -> str:
+        value = row.get(key)
+        return f"{value['median']:.{digits}f} ({value['q1']:.{digits}f}–{value['q3']:.{digits}f})" if value else "–"
+    return text
+
+
+def ci_of(row: dict) -> dict:
+    return (row.get("paired") or {}).get("ci") or {}
+
+
+def peak_memory(row: dict):
+    return row.get("memory_bytes", {}).get("peak")
+
+
+def seed_p_values(row: dict) -> list[float]:
+    return [s["p"] for s in ((row.get("paired") or {}).get("per_seed") or {}).values()]
+
+
+CONFIGURATION_COLUMNS = (
+    Column("configuration", item("configuration"),
+           lambda r: r["configuration"] + (" (baseline)" if r["baseline"] else ""), csv="configuration",
+           shown=(REPORT, TERMINAL)),
+    Column("n", item("n"), lambda r: f"{r['n']}/{r['seeds_planned']}", csv="n", shown=(REPORT, TERMINAL)),
+    Column("", item("metric"), csv="metric", shown=()),
+    Column("best val {metric} (%)", item("val_mean"), lambda r: pm(r.get("val_mean"), r.get("val_std")),
+           csv="best_val", shown=(TERMINAL,)),
+    Column("test {metric} (%)", item("test_mean"), lambda r: pm(r.get("test_mean"), r.get("test_std")), csv="test",
+           shown=(REPORT, TERMINAL)),
+    Column("", item("test_std"), csv="test_std", shown=()),
+    Column("test CF1 (%)", item("test_CF1"), only_if_any=True),
+    Column("test OF1 (%)", item("test_OF1"), only_if_any=True),
+    Column("Δ (pp)", item("delta"), lambda r: "–" if r.get("delta") is None else f"{r['delta']:+.2f}", csv="delta",
+           shown=(REPORT, TERMINAL)),
+    Column("95% CI of Δ", lambda r: ci_of(r).get("low"),
+           lambda r: f"[{ci_of(r)['low']:+.2f}, {ci_of(r)['high']:+.2f}]" if ci_of(r) else "–", csv="ci_low",
+           shown=(REPORT, TERMINAL)),
+    Column("", lambda r: ci_of(r).get("high"), csv="ci_high", shown=()),
+    Column("verdict", verdict),
+    Column("McNemar p per seed", lambda r: min(seed_p_values(r), default=None),
+           lambda r: ", ".join(p_value(p) for p in seed_p_values(r)) or "–"),
+    Column("resolvable (pp)", lambda r: (r.get("paired") or {}).get("resolvable")),
+    Column("params", item("params"), digits=0, csv="params", shown=(REPORT, TERMINAL)),
+    Column("MMACs", item("macs"), lambda r: num(r["macs"] / 1e6 if "macs" in r else None), csv="macs",
+           shown=(REPORT, TERMINAL)),
+    Column("latency b1 (ms)", median("latency_ms_b1"), spread("latency_ms_b1", 2), csv="latency_ms_b1"),
+    Column("latency b32 (ms)", median("latency_ms_b32"), spread("latency_ms_b32", 1), csv="latency_ms_b32"),
+    Column("train step ×", median("train_step_ratio"), csv="train_step_ratio", shown=(REPORT, TERMINAL)),
+    Column("epoch (s)", item("epoch_time_s"), digits=1, csv="epoch_time_s", shown=(REPORT, TERMINAL)),
+    Column("", item("train_time_s"), csv="train_time_s", shown=()),
+    Column("img/s", item("images_per_s"), digits=0, csv="images_per_s", shown=(TERMINAL,)),
+    Column("train memory (MB)", peak_memory, lambda r: num(peak_memory(r) / 2**20 if peak_memory(r) else None, 0),
+           csv="memory_bytes"),
+    Column("", item("threads"), csv="threads", shown=()),
+)
+
+RUN_COLUMNS = (
+    Column("part", item("part"), csv="part"),
+    Column("", item("configuration"), csv="configuration", shown=()),
+    Column("run", item("cell"), csv="cell"),
+    Column("", item("seed"), csv="seed", shown=()),
+    Column("status", item("status"), lambda r: f"failed: {r['error']}" if r["status"] == "failed" else r["status"],
+           csv="status"),
+    Column("", item("metric"), csv="metric", shown=()),
+    Column("best val (%)", item("best_val"), csv="best_val"),
+    Column("test (%)", item("test"), csv="test"),
+    Column("", item("params"), csv="params", shown=()),
+    Column("", item("macs"), csv="macs", shown=()),
+    Column("epochs", item("epochs"), digits=0),
+    Column("", item("epoch_time_s"), csv="epoch_time_s", shown=()),
+    Column("train time (s)", item("train_time_s"), digits=0, csv="train_time_s"),
+    Column("img/s", item("images_per_s"), digits=0, csv="images_per_s"),
+    Column("threads", item("threads"), digits=0, csv="threads"),
+    Column("command", item("command"), csv="command"),
+)
+
+MAP_NAMES = {"gradcam": "Grad-CAM", "attention": "own map", "integrated_gradients": "IG", "occlusion": "occlusion"}
+
+# rows of localization_records: one per (configuration, map), then the reference maps
+LOCALIZATION_COLUMNS = (
+    Column("configuration", item("order"), item("label")),
+    Column("map", item("map"), lambda r: MAP_NAMES.get(r["map"], r["map"]) or "–"),
+    Column("test {metric} (%)", item("test")),
+    *(Column(title, lambda r, key=key: r["scores"].get(key), digits=1) for key, title in SCORE_COLUMNS),
+)
+
+
+def metric_of(rows) -> str:
+    return next((r["metric"] for r in rows if "metric" in r), "acc")
+
+
+def shown_columns(columns, rows: list[dict], rendering: str) -> list[Column]:
+    """The columns ``rendering`` (REPORT or TERMINAL) shows for these rows."""
+    return [c for c in columns
+            if rendering in c.shown and not (c.only_if_any and all(c.value(r) is None for r in rows))]
+
+
+def localization_records(data: dict) -> list[dict]:
+    """The rows of the localisation table; a reference map sorts after the configurations."""
+    records = [{"order": r["configuration"], "label": r["configuration"], "map": name, "test": r.get("test"),
+                "scores": scores}
+               for r in data["localization"] for name, scores in r.get("maps", {}).items()]
+    reference = data["explain"]["reference"] or {}
+    return records + [{"order": "~" + name, "label": f"reference: {name} map", "map": "", "test": None,
+                       "scores": scores} for name, scores in reference.items()]
+
+
+# ---- the document -----------------------------------------------------------------------------
+
+class Row(NamedTuple):
+    cells: list[Cell]
+    baseline: bool
+
+
+@dataclass
+class Table:
+    kind: ClassVar[str] = "table"
+    id: str
+    header: list[str]
+    rows: list[Row]
+
+
+@dataclass
+class Paragraph:
+    kind: ClassVar[str] = "paragraph"
+    text: str
+
+
+@dataclass
+class Figure:
+    id: str
+    alt: str
+    path: str  # the image file, relative to the report (what the Markdown links)
+    svg: str = ""  # inline SVG markup (the HTML shows it) ...
+    data_uri: str = ""  # ... or the image itself as a data URI
+
+
+@dataclass
+class Figures:
+    kind: ClassVar[str] = "figures"
+    figures: list[Figure]
+    id: str = ""
+    caption: str = ""
+
+
+@dataclass
+class Failures:
+    kind: ClassVar[str] = "failures"
+    items: list[str]
+
+
+@dataclass
+class KeyValues:
+    kind: ClassVar[str] = "key_values"
+    id: str
+    pairs: list[tuple[str, str]]
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list
+
+
+@dataclass
+class Document:
+    title: str
+    lead: str
+    sections: list[Section]
+
+
+def table(table_id: str, columns, rows: list[dict], **headings: str) -> Table:
+    """A report table of ``rows`` in the columns shown in the report; ``headings`` fill the titles'
+    placeholders. A row with ``baseline: True`` is marked."""
+    columns = shown_columns(columns, rows, REPORT)
+    return Table(table_id, [c.title.format(**headings) for c in columns],
+                 [Row([c.cell(r) for c in columns], bool(r.get("baseline"))) for r in rows])
+
+
+def design_note(study) -> str:
+    recipe = ", ".join(f"{k}={v}" for k, v in study.recipe.items())
+    return (f"Grid: model {study.model} × attention {[a or 'none' for a in study.attn]} × head "
+            f"{[h or 'own' for h in study.head]}, seeds {study.seed}; recipe: {recipe}. The checkpoint of "
+            "each run is chosen on its validation split; the test split is evaluated once.")
+
+
+def statistics_note(study) -> str:
+    k = max(1, len(study.configurations()) - 1)
+    return ("n: finished seeds of those planned; mean ± sample std over seeds. Δ: mean over common "
+            "seeds of the paired difference to the baseline, in percentage points. 95% CI: paired "
+            "bootstrap over test images of the per-image correctness difference averaged over seeds "
+            "(2,000 resamples; mAP difference for multi-label data, 500). Verdict 'better'/'worse' when "
+            "the CI excludes 0, else 'not resolved'. McNemar: exact two-sided test per seed on the same "
+            f"test images, not corrected for the {k} comparisons with the baseline (a family-wise 5% level needs "
+            f"p < {0.05 / k:.3g} per test, Bonferroni). Resolvable: the difference a "
+            "McNemar test detects with 80% power at α = 0.05 given the discordant images observed "
+            "(2.8·√(b+c)/N, mean over seeds).")
+
+
+def costs_note(costs: dict) -> str:
+    return (f"Costs measured in one process on {costs['device']} with {costs['threads']} thread(s), "
+            f"configurations interleaved over {costs['rounds']} rounds (torch {costs['torch']}): "
+            f"latency = median (interquartile range) of {costs['rounds'] * costs['repeats']} timed calls "
+            f"per batch size after warm-up; train step × = median over rounds of the per-round ratio of "
+            f"the training-step time (batch {costs['batch_size']}, forward + backward + SGD step) to the "
+            f"baseline's; train memory = saved activations + weights, gradients and momentum at batch "
+            f"{costs['batch_size']}. MACs of one {'×'.join(map(str, costs['input']))} input: "
+            f"{MACS_CONVENTION}. Epoch (s): median wall time of a training epoch in the runs themselves.")
+
+
+def localization_note(settings: dict) -> str:
+    return (f"Each configuration retrained (first seed) on {settings['data']} and explained on the first "
+            f"{settings['images']} {settings['split']} images ({settings['pairs']} image-class pairs, the ground-truth "
+            f"class): Grad-CAM at the {settings['layer']} and the module's own spatial map where it has "
+            f"one. Pointing game with a {settings['tolerance']:g}-pixel tolerance and without, energy in "
+            f"box, relevance rank; deletion/insertion AUC over the first {settings['faithfulness_images']} images in "
+            f"{settings['steps']} steps. Reference rows: a random map (chance), a centred Gaussian, the "
+            "box itself (upper bound).")
+
+
+GALLERY_CAPTION = ("Top row: the images with their object boxes (green); below, each configuration's Grad-CAM and, "
+                   "where it has one, its own spatial attention map (min-max scaled per map; a white cross marks "
+                   "the maximum).")
+
+
+def results_section(data: dict, svgs: dict[str, str]) -> Section:
     rows = data["configurations"]
-    metric = next((r["metric"] for r in rows if "metric" in r), "acc")
-    multilabel = any("test_CF1" in r for r in rows)
-    header = ["configuration", "n", f"test {metric} (%)"] + (["test CF1 (%)", "test OF1 (%)"] if multilabel else []) + \
-        ["Δ (pp)", "95% CI of Δ", "verdict", "McNemar p per seed", "resolvable (pp)", "params", "MMACs",
-         "latency b1 (ms)", "latency b32 (ms)", "train step ×", "epoch (s)", "train memory (MB)"]
-    body = []
-    for r in rows:
-        paired, ci = r.get("paired"), (r.get("paired") or {}).get("ci")
-        ps = ", ".join(p_value(s["p"]) for s in (paired or {}).get("per_seed", {}).values())
-        lat1, lat32 = r.get("latency_ms_b1"), r.get("latency_ms_b32")
-        memory = r.get("memory_bytes", {}).get("peak")
-        body.append([
-            (r["configuration"] + (" (baseline)" if r["baseline"] else ""), r["configuration"]),
-            (f"{r['n']}/{r['seeds_planned']}", r["n"]),
-            (pm(r.get("test_mean"), r.get("test_std")), r.get("test_mean")),
-            *([(num(r.get(k)), r.get(k)) for k in ("test_CF1", "test_OF1")] if multilabel else []),
-            (num(r.get("delta"), 2, "") if "delta" in r else "–", r.get("delta")),
-            (f"[{ci['low']:+.2f}, {ci['high']:+.2f}]" if ci else "–", ci["low"] if ci else None),
-            (verdict(r), verdict(r)),
-            (ps or "–", min((s["p"] for s in (paired or {}).get("per_seed", {}).values()), default=None)),
-            (num((paired or {}).get("resolvable")), (paired or {}).get("resolvable")),
-            (f"{r['params']:,}" if "params" in r else "–", r.get("params")),
-            (num(r["macs"] / 1e6 if "macs" in r else None), r.get("macs")),
-            (f"{lat1['median']:.2f} ({lat1['q1']:.2f}–{lat1['q3']:.2f})" if lat1 else "–", median_of(r, "latency_ms_b1")),
-            (f"{lat32['median']:.1f} ({lat32['q1']:.1f}–{lat32['q3']:.1f})" if lat32 else "–",
-             median_of(r, "latency_ms_b32")),
-            (num(median_of(r, "train_step_ratio")), median_of(r, "train_step_ratio")),
-            (num(r.get("epoch_time_s"), 1), r.get("epoch_time_s")),
-            (num(memory / 2**20 if memory else None, 0), memory),
-        ])
-    return header, body
+    blocks = [table("results", CONFIGURATION_COLUMNS, rows, metric=metric_of(rows)),
+              Paragraph(statistics_note(data["study"]))]
+    if data["cost_settings"]:
+        blocks.append(Paragraph(costs_note(data["cost_settings"])))
+    if svgs:
+        blocks.append(Figures([Figure(f"plot-{name}", name.replace("-", " "), f"{PLOTS}/{name}.png", svg=svg)
+                               for name, svg in svgs.items()], id="plots"))
+    return Section("Accuracy and cost", blocks)
 
 
-LOCALIZATION_SCORES = (("pointing_game", "pointing ≤ tol (%)"), ("pointing_game_exact", "pointing 0 px (%)"),
-                       ("energy_in_box", "energy in box (%)"),
-                       ("relevance_rank", "relevance rank (%)"), ("deletion", "deletion AUC ↓"),
-                       ("insertion", "insertion AUC ↑"))
+def localization_section(data: dict) -> Section | None:
+    if data["explain"] is None:  # no localisation part, or none of its cells explained
+        return None
+    settings = data["explain"]["settings"]
+    metric = metric_of(r for r in data["runs"] if r["part"] == LOCALIZATION)
+    return Section("Does it look at the object?", [
+        table("localization", LOCALIZATION_COLUMNS, localization_records(data), metric=metric,
+              tol=f"{settings['tolerance']:g}"),
+        Paragraph(localization_note(settings))])
 
 
-def localization_table(data: dict) -> tuple[list[str], list[list[tuple[str, object]]]]:
-    header = ["configuration", "map", "test acc (%)"] + [title for _, title in LOCALIZATION_SCORES]
-    body = []
-    map_names = {"gradcam": "Grad-CAM", "attention": "own map", "integrated_gradients": "IG", "occlusion": "occlusion"}
-    for r in data["localization"]:
-        for name, scores in r.get("maps", {}).items():
-            body.append([(r["configuration"], r["configuration"]), (map_names.get(name, name), name),
-                         (num(r.get("test")), r.get("test"))] +
-                        [(num(scores.get(k), 1), scores.get(k)) for k, _ in LOCALIZATION_SCORES])
-    reference = (data["explain"] or {}).get("reference") or {}
-    for name, scores in reference.items():
-        body.append([(f"reference: {name} map", "~" + name), ("–", ""), ("–", None)] +
-                    [(num(scores.get(k), 1), scores.get(k)) for k, _ in LOCALIZATION_SCORES])
-    return header, body
+def gallery_section(gallery: Path | None) -> Section | None:
+    if gallery is None:
+        return None
+    encoded = base64.b64encode(gallery.read_bytes()).decode()
+    figure = Figure("gallery", "explanation gallery", f"{PLOTS}/{GALLERY}", data_uri=f"data:image/png;base64,{encoded}")
+    return Section("The same test images, every configuration", [Figures([figure], caption=GALLERY_CAPTION)])
 
 
-def runs_table(data: dict) -> tuple[list[str], list[list[tuple[str, object]]]]:
-    header = ["part", "run", "status", "best val (%)", "test (%)", "epochs", "train time (s)", "img/s", "threads",
-              "command"]
-    body = []
-    for r in data["runs"]:
-        status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
-        body.append([(r["part"], r["part"]), (r["cell"], r["cell"]), (status, r["status"]),
-                     (num(r.get("best_val")), r.get("best_val")), (num(r.get("test")), r.get("test")),
-                     (str(r.get("epochs", "–")), r.get("epochs")), (num(r.get("train_time_s"), 0), r.get("train_time_s")),
-                     (num(r.get("images_per_s"), 0), r.get("images_per_s")), (str(r.get("threads") or "–"), r.get("threads")),
-                     (r["command"], r["command"])])
-    return header, body
+def failures_section(data: dict) -> Section | None:
+    failed = [r for r in data["runs"] if r["status"] == "failed"]
+    if not failed:
+        return None
+    return Section("Failed runs", [Failures([f"{r['part']}/{r['cell']}: {r['error']} (log: {r['folder']}/{TRAIN_LOG})"
+                                             for r in failed])])
+
+
+def environment_section(data: dict) -> Section:
+    env = data["environment"]
+    costs = data["cost_settings"] or {}
+    threads = sorted({r["threads"] for r in data["runs"] if r.get("threads")})
+    return Section("Environment", [KeyValues("environment", [
+        ("command", env.get("command", "–")), ("commit", env.get("commit", "–")),
+        ("attnvision", env.get("attnvision", "–")), ("torch", env.get("torch", "–")),
+        ("python", env.get("python", "–")), ("device", env.get("device", "–")), ("cpu", env.get("cpu", "–")),
+        ("threads per run", ", ".join(map(str, threads)) or "–"),
+        ("threads for costs", str(costs.get("threads", "–"))), ("jobs at once", str(env.get("jobs", "–"))),
+        ("started", env.get("date", "–")), ("report built", env.get("report_date", "–")),
+        ("rebuild a row", "attnvision train --config <run folder>/config.yaml (see the runs table)")])])
+
+
+def document(data: dict, svgs: dict[str, str], gallery: Path | None) -> Document:
+    """The report, once: what both report.html and report.md show, in their order."""
+    sections = [results_section(data, svgs), localization_section(data), gallery_section(gallery),
+                failures_section(data), Section("Runs", [table("runs", RUN_COLUMNS, data["runs"])]),
+                environment_section(data)]
+    return Document(f"Attention study: {data['study'].recipe.get('data', 'fashion-mnist')}",
+                    design_note(data["study"]), [s for s in sections if s is not None])
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+TEMPLATES = "templates"  # the package folder of the templates, the style sheet and the script
+
+
+def sort_attribute(value) -> str:
+    """A cell's data-sort value for report.js: empty for a missing value."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def cell_class(cell: Cell) -> str:
+    """A verdict or a failure stands out; text is left-aligned, numbers right-aligned."""
+    if cell.text in ("better", "worse"):
+        return cell.text
+    if cell.text.startswith("failed"):
+        return "failed text"
+    return "text" if isinstance(cell.sort, str) else ""
+
+
+def markdown_cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def package_text(name: str) -> str:
+    return (resources.files(__package__) / TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def render(report: Document, name: str) -> str:
+    """The report file ``name`` (report.html or report.md) from its template ``name``.j2."""
+    # autoescaping for the HTML template only: Markdown shows text as written (its table cells escape "|")
+    env = jinja2.Environment(loader=jinja2.PackageLoader(__package__, TEMPLATES),
+                             autoescape=jinja2.select_autoescape(("html.j2",)), trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(sort_attribute=sort_attribute, cell_class=cell_class, md_cell=markdown_cell)
+    return env.get_template(f"{name}.j2").render(document=report, style=package_text("report.css"),
+                                                 script=package_text("report.js"))
 
 
 # ---- plots ------------------------------------------------------------------------------------
@@ -193,230 +507,41 @@ def write_plots(data: dict, folder: Path) -> dict[str, str]:
 
 # ---- writers ----------------------------------------------------------------------------------
 
+def csv_values(columns, row: dict) -> dict:
+    return {c.csv: c.value(row) for c in columns if c.csv}
+
+
 def write_csv(data: dict, path: Path) -> None:
-    keys = ["level", "part", "configuration", "cell", "seed", "status", "n", "metric", "test", "test_std",
-            "best_val", "delta", "ci_low", "ci_high", "params", "macs", "latency_ms_b1", "latency_ms_b32",
-            "train_step_ratio", "epoch_time_s", "train_time_s", "images_per_s", "memory_bytes", "threads", "command"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+    """One row per run, then one per configuration, each level in its table's columns."""
+    fields = ["level"] + list(dict.fromkeys(c.csv for c in (*RUN_COLUMNS, *CONFIGURATION_COLUMNS) if c.csv))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        for r in data["runs"]:
-            writer.writerow({"level": "run", **{k: v for k, v in r.items() if k != "history"}})
-        for r in data["configurations"]:
-            ci = (r.get("paired") or {}).get("ci") or {}
-            writer.writerow({"level": "configuration", "part": "runs", "configuration": r["configuration"], "n": r["n"],
-                             "metric": r.get("metric"), "test": r.get("test_mean"), "test_std": r.get("test_std"),
-                             "best_val": r.get("val_mean"), "delta": r.get("delta"), "ci_low": ci.get("low"),
-                             "ci_high": ci.get("high"), "params": r.get("params"), "macs": r.get("macs"),
-                             "latency_ms_b1": median_of(r, "latency_ms_b1"), "latency_ms_b32": median_of(r, "latency_ms_b32"),
-                             "train_step_ratio": median_of(r, "train_step_ratio"), "epoch_time_s": r.get("epoch_time_s"),
-                             "train_time_s": r.get("train_time_s"), "images_per_s": r.get("images_per_s"),
-                             "memory_bytes": r.get("memory_bytes", {}).get("peak"), "threads": r.get("threads")})
+        writer.writerows({"level": "run", **csv_values(RUN_COLUMNS, r)} for r in data["runs"])
+        writer.writerows({"level": "configuration", "part": MAIN, **csv_values(CONFIGURATION_COLUMNS, r)}
+                         for r in data["configurations"])
 
 
-def markdown_table(header: list[str], body: list[list[tuple[str, object]]]) -> str:
-    cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(text) for text, _ in row) + " |" for row in body]
-    return "\n".join(lines)
-
-
-def notes(data: dict) -> dict[str, str]:
-    """The paragraphs that state conventions, shared by the HTML and Markdown reports."""
-    study, costs, explain = data["study"], data["cost_settings"], data["explain"]
-    recipe = ", ".join(f"{k}={v}" for k, v in study.recipe.items())
-    k = max(1, len(study.configurations()) - 1)
-    out = {
-        "design": f"Grid: model {study.model} × attention {[a or 'none' for a in study.attn]} × head "
-                  f"{[h or 'own' for h in study.head]}, seeds {study.seed}; recipe: {recipe}. The checkpoint of "
-                  "each run is chosen on its validation split; the test split is evaluated once.",
-        "statistics": "n: finished seeds of those planned; mean ± sample std over seeds. Δ: mean over common "
-                      "seeds of the paired difference to the baseline, in percentage points. 95% CI: paired "
-                      "bootstrap over test images of the per-image correctness difference averaged over seeds "
-                      "(2,000 resamples; mAP difference for multi-label data, 500). Verdict 'better'/'worse' when "
-                      "the CI excludes 0, else 'not resolved'. McNemar: exact two-sided test per seed on the same "
-                      f"test images, not corrected for the {k} comparisons with the baseline (a family-wise 5% level needs "
-                      f"p < {0.05 / k:.3g} per test, Bonferroni). Resolvable: the difference a "
-                      "McNemar test detects with 80% power at α = 0.05 given the discordant images observed "
-                      "(2.8·√(b+c)/N, mean over seeds).",
-    }
-    if costs:
-        out["costs"] = (f"Costs measured in one process on {costs['device']} with {costs['threads']} thread(s), "
-                        f"configurations interleaved over {costs['rounds']} rounds (torch {costs['torch']}): "
-                        f"latency = median (interquartile range) of {costs['rounds'] * costs['repeats']} timed calls "
-                        f"per batch size after warm-up; train step × = median over rounds of the per-round ratio of "
-                        f"the training-step time (batch {costs['batch_size']}, forward + backward + SGD step) to the "
-                        f"baseline's; train memory = saved activations + weights, gradients and momentum at batch "
-                        f"{costs['batch_size']}. MACs of one {'×'.join(map(str, costs['input']))} input: "
-                        f"{MACS_CONVENTION}. Epoch (s): median wall time of a training epoch in the runs themselves.")
-    if explain:
-        s = explain["settings"]
-        out["localization"] = (f"Each configuration retrained (first seed) on {s['data']} and explained on the first "
-                               f"{s['images']} {s['split']} images ({s['pairs']} image-class pairs, the ground-truth "
-                               f"class): Grad-CAM at the {s['layer']} and the module's own spatial map where it has "
-                               f"one. Pointing game with a {s['tolerance']:g}-pixel tolerance and without, energy in "
-                               f"box, relevance rank; deletion/insertion AUC over the first {s['faithfulness_images']} images in "
-                               f"{s['steps']} steps. Reference rows: a random map (chance), a centred Gaussian, the "
-                               "box itself (upper bound).")
-    return out
-
-
-def environment_rows(data: dict) -> list[tuple[str, str]]:
-    env = data["environment"]
-    costs = data["cost_settings"] or {}
-    threads = sorted({r["threads"] for r in data["runs"] if r.get("threads")})
-    return [("command", env.get("command", "–")), ("commit", env.get("commit", "–")),
-            ("attnvision", env.get("attnvision", "–")), ("torch", env.get("torch", "–")),
-            ("python", env.get("python", "–")), ("device", env.get("device", "–")), ("cpu", env.get("cpu", "–")),
-            ("threads per run", ", ".join(map(str, threads)) or "–"),
-            ("threads for costs", str(costs.get("threads", "–"))), ("jobs at once", str(env.get("jobs", "–"))),
-            ("started", env.get("date", "–")), ("report built", env.get("report_date", "–")),
-            ("rebuild a row", "attnvision train --config <run folder>/config.yaml (see the runs table)")]
-
-
-def write_markdown(data: dict, path: Path, has_gallery: bool) -> None:
-    text = [f"# Attention study: {data['study'].recipe.get('data', 'fashion-mnist')}", ""]
-    paragraphs = notes(data)
-    text += [paragraphs["design"], "", "## Accuracy and cost", "", markdown_table(*main_table(data)), "",
-             paragraphs["statistics"], ""]
-    if "costs" in paragraphs:
-        text += [paragraphs["costs"], ""]
-    text += ["![accuracy vs latency](plots/accuracy-vs-latency.png)", "![accuracy vs params](plots/accuracy-vs-params.png)",
-             "", "![learning curves](plots/learning-curves.png)", ""]
-    if data["localization"]:
-        text += ["## Does it look at the object?", "", markdown_table(*localization_table(data)), ""]
-        if "localization" in paragraphs:
-            text += [paragraphs["localization"], ""]
-    if has_gallery:
-        text += [f"![gallery](plots/{GALLERY})", ""]
-    text += ["## Runs", "", markdown_table(*runs_table(data)), "", "## Environment", "",
-             "\n".join(f"- {k}: `{v}`" for k, v in environment_rows(data)), ""]
-    path.write_text("\n".join(text))
-
-
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1400px;
-padding:0 1em;color:#222}h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:0.85em;margin:0.8em 0}th,td{padding:4px 8px;border-bottom:1px solid #eee;
-text-align:right;white-space:nowrap}th{background:#f4f4f4;cursor:pointer;user-select:none;position:sticky;top:0}
-th:after{content:" \\2195";color:#aaa}th.asc:after{content:" \\2191";color:#222}th.desc:after{content:" \\2193";color:#222}
-td:first-child,th:first-child{text-align:left}td.text{text-align:left}tr.baseline{background:#fffbe6}
-.better{color:#0a7a2f;font-weight:600}.worse{color:#b00020;font-weight:600}.note{color:#555;max-width:75em;font-size:0.9em}
-.plots{display:flex;flex-wrap:wrap;gap:1em}.plots svg{max-width:100%;height:auto}img.gallery{max-width:100%}
-.failed{color:#b00020}code{background:#f4f4f4;padding:1px 4px}.scroll{overflow-x:auto}
-"""
-
-SCRIPT = """
-document.querySelectorAll('table.sortable').forEach(function(table){
-  table.querySelectorAll('th').forEach(function(th, col){
-    th.addEventListener('click', function(){
-      var asc = !th.classList.contains('asc');
-      table.querySelectorAll('th').forEach(function(h){h.classList.remove('asc','desc');});
-      th.classList.add(asc ? 'asc' : 'desc');
-      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
-      rows.sort(function(a, b){
-        var x = a.cells[col].dataset.sort, y = b.cells[col].dataset.sort;
-        var nx = parseFloat(x), ny = parseFloat(y);
-        var bothNumbers = !isNaN(nx) && !isNaN(ny);
-        if (x === '' && y !== '') return 1;
-        if (y === '' && x !== '') return -1;
-        var c = bothNumbers ? nx - ny : String(x).localeCompare(String(y));
-        return asc ? c : -c;
-      });
-      rows.forEach(function(r){body.appendChild(r);});
-    });
-  });
-});
-"""
-
-
-def html_table(table_id: str, header: list[str], body: list[list[tuple[str, object]]],
-               row_class=lambda row: "") -> str:
-    def sort_value(value) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        return html.escape(str(value), quote=True)
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = []
-    for row in body:
-        cells = []
-        for text, value in row:
-            cls = {"better": ' class="better"', "worse": ' class="worse"'}.get(text, "")
-            if cls == "" and text.startswith("failed"):
-                cls = ' class="failed text"'
-            elif cls == "" and not isinstance(value, (int, float)) and value is not None:
-                cls = ' class="text"'
-            cells.append(f'<td data-sort="{sort_value(value)}"{cls}>{html.escape(text)}</td>')
-        rows.append(f'<tr class="{row_class(row)}">{"".join(cells)}</tr>')
-    return (f'<div class="scroll"><table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
-
-
-def write_html(data: dict, path: Path, svgs: dict[str, str], gallery: Path | None) -> None:
-    paragraphs = notes(data)
-    title = f"Attention study: {data['study'].recipe.get('data', 'fashion-mnist')}"
-    header, body = main_table(data)
-    parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="note">{html.escape(paragraphs["design"])}</p>',
-             "<h2>Accuracy and cost</h2>",
-             html_table("results", header, body, lambda row: "baseline" if "(baseline)" in row[0][0] else ""),
-             f'<p class="note">{html.escape(paragraphs["statistics"])}</p>']
-    if "costs" in paragraphs:
-        parts.append(f'<p class="note">{html.escape(paragraphs["costs"])}</p>')
-    parts.append('<div class="plots" id="plots">' + "".join(
-        f'<figure id="plot-{name}">{svg}</figure>' for name, svg in svgs.items()) + "</div>")
-    if data["localization"]:
-        parts += ["<h2>Does it look at the object?</h2>", html_table("localization", *localization_table(data))]
-        if "localization" in paragraphs:
-            parts.append(f'<p class="note">{html.escape(paragraphs["localization"])}</p>')
-    if gallery is not None:
-        encoded = base64.b64encode(gallery.read_bytes()).decode()
-        parts += ["<h2>The same test images, every configuration</h2>",
-                  f'<img id="gallery" class="gallery" alt="explanation gallery" src="data:image/png;base64,{encoded}">',
-                  '<p class="note">Top row: the images with their object boxes (green); below, each configuration\'s '
-                  "Grad-CAM and, where it has one, its own spatial attention map (min-max scaled per map; a white cross "
-                  "marks the maximum).</p>"]
-    failed = [r for r in data["runs"] if r["status"] == "failed"]
-    if failed:
-        parts += ["<h2>Failed runs</h2><ul>"] + [f'<li class="failed">{html.escape(r["part"] + "/" + r["cell"])}: '
-                                                 f'{html.escape(r["error"])} (log: {html.escape(r["folder"])}/train.log)</li>'
-                                                 for r in failed] + ["</ul>"]
-    parts += ["<h2>Runs</h2>", html_table("runs", *runs_table(data)), "<h2>Environment</h2><table id=\"environment\">"]
-    parts += [f'<tr><td>{html.escape(k)}</td><td class="text"><code>{html.escape(v)}</code></td></tr>'
-              for k, v in environment_rows(data)]
-    parts.append("</table>")
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'
-            f'<body>{"".join(parts)}<script>{SCRIPT}</script></body></html>')
-    path.write_text(page)
-
-
-def summary_table(data: dict):
-    """The terminal summary: one row per configuration (the former demo table, over seeds)."""
-    from rich.table import Table
-
+def summary_table(data: dict) -> rich.table.Table:
+    """The terminal summary: one row per configuration, in the columns shown on the terminal."""
     rows = data["configurations"]
-    metric = next((r["metric"] for r in rows if "metric" in r), "acc")
-    table = Table(title=f"{', '.join(data['study'].model)} on {data['study'].recipe.get('data', 'fashion-mnist')}")
-    for col in ("configuration", "n", "params", "MMACs", f"best val {metric}", f"test {metric}", "Δ [95% CI]",
-                "train step ×", "epoch", "img/s"):
-        table.add_column(col, justify="left" if col == "configuration" else "right")
+    columns = shown_columns(CONFIGURATION_COLUMNS, rows, TERMINAL)
+    summary = rich.table.Table(title=f"{', '.join(data['study'].model)} on "
+                                     f"{data['study'].recipe.get('data', 'fashion-mnist')}")
+    for column in columns:
+        summary.add_column(column.title.format(metric=metric_of(rows)),
+                           justify="left" if column is columns[0] else "right")
     for r in rows:
-        ci = (r.get("paired") or {}).get("ci")
-        table.add_row(r["configuration"], f"{r['n']}/{r['seeds_planned']}",
-                      f"{r['params']:,}" if "params" in r else "–", num(r["macs"] / 1e6 if "macs" in r else None),
-                      pm(r.get("val_mean"), r.get("val_std")) + "%", pm(r.get("test_mean"), r.get("test_std")) + "%",
-                      f"{r['delta']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]" if ci else "–",
-                      num(median_of(r, "train_step_ratio")), num(r.get("epoch_time_s"), 1, " s"),
-                      num(r.get("images_per_s"), 0))
-    return table
+        summary.add_row(*(column.cell(r).text for column in columns))
+    return summary
 
 
 def write_report(data: dict, gallery: Path | None = None) -> Path:
     """Write every report file into the study folder; returns the path of report.html."""
     out = data["out"]
-    svgs = write_plots(data, out / "plots")
-    write_csv(data, out / "results.csv")
-    write_markdown(data, out / "report.md", gallery is not None)
-    write_html(data, out / "report.html", svgs, gallery)
-    return out / "report.html"
+    svgs = write_plots(data, out / PLOTS)
+    write_csv(data, out / RESULTS_CSV)
+    report = document(data, svgs, gallery)
+    for name in (REPORT_MD, REPORT_HTML):
+        (out / name).write_text(render(report, name), encoding="utf-8")
+    return out / REPORT_HTML

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..explain.scores import BASELINES
 from ..metrics import average_precision
 from ..stats import mcnemar_exact, paired_bootstrap
 from ..run_folder import PREDICTIONS
@@ -200,9 +201,9 @@ def localization_rows(study: Study, runs: list[dict], out: Path) -> tuple[list[d
             scores = json.loads(path.read_text())
             settings = {k: scores[k] for k in ("data", "split", "images", "pairs", "tolerance", "faithfulness_images",
                                                "steps", "layer")}
-            row["maps"] = {m: s for m, s in scores["methods"].items() if m not in ("random", "centre", "box")}
+            row["maps"] = {m: s for m, s in scores["methods"].items() if m not in BASELINES}
             if r["configuration"] == study.baseline_name:
-                reference = {m: s for m, s in scores["methods"].items() if m in ("random", "centre", "box")}
+                reference = {m: s for m, s in scores["methods"].items() if m in BASELINES}
         rows.append(row)
     return rows, (None if settings is None else {"settings": settings, "reference": reference})
 

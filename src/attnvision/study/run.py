@@ -21,8 +21,9 @@ from ..checkpoint import atomic_write_text
 from ..explain.run import explain_checkpoint, runs_gallery
 from .execute import run_cells
 from .grid import Study
+from .layout import GALLERY
 from .measure import measure_costs
-from .report import GALLERY, write_report
+from .report import write_report
 from .results import EXPLAIN, collect, read_study
 
 GALLERY_IMAGES = 8
