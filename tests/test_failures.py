@@ -4,6 +4,7 @@ non-zero exit, or in a correct run folder; never in a traceback, a silent substi
 
 from __future__ import annotations
 
+import csv
 import contextlib
 import errno
 import json
@@ -171,11 +172,12 @@ def straight_run(fmnist_dir, tmp_path_factory) -> dict:
     return metrics
 
 
-@pytest.mark.parametrize("writes_before_kill", [1, 2, 3])
+@pytest.mark.parametrize("writes_before_kill", [1, 2, 3, 4])
 def test_a_kill_between_checkpoint_writes_never_gives_a_wrong_number(fmnist_dir, tmp_path, monkeypatch,
                                                                      straight_run, writes_before_kill):
-    """Writes: epoch 1 last.pt, best.pt; epoch 2 last.pt, best.pt. Killed after ``writes_before_kill``
-    of them, the resumed run must report what the uninterrupted one did."""
+    """Writes: epoch 1 last.pt, best.pt; epoch 2 last.pt, best.pt (then log.csv). Killed after
+    ``writes_before_kill`` of them, the resumed run must report what the uninterrupted one did and
+    its log.csv must hold every epoch (a kill after epoch 2's checkpoints once lost its row)."""
     real_save, done = train_mod.save_checkpoint, []
 
     def save_then_die(state, path):
@@ -192,6 +194,7 @@ def test_a_kill_between_checkpoint_writes_never_gives_a_wrong_number(fmnist_dir,
     assert resumed["test"] == straight_run["test"]
     assert resumed["best_val"] == straight_run["best_val"]
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == straight_run["best_val"]["epoch"]
+    assert [row["epoch"] for row in csv.DictReader(open(tmp_path / "run" / "log.csv"))] == ["1", "2"]
 
 
 def test_repair_best_rewrites_from_last_or_refuses(tmp_path):

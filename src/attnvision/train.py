@@ -478,6 +478,8 @@ def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, show_progres
     run.setup_fabric()
     if fabric.global_rank == 0:
         atomic_write_text(out / CONFIG, yaml.safe_dump(asdict(cfg), sort_keys=False))
+        # the log is the checkpoint's history: a kill after last.pt but before log.csv loses no row
+        _write_log(out / LOG, progress.history)
     wall_start = time.perf_counter()
     for epoch in range(progress.epoch, cfg.epochs):
         trained = train_epoch(run, epoch, show_progress)
