@@ -4,6 +4,8 @@ attention maps of every module and head, explicit vs fused attention, faithfulne
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ from attnvision.cli import app
 from attnvision.data import load_dataset
 from attnvision.explain import (attention_maps, baseline_maps, class_maps, deletion_insertion,
                                 localization_scores)
+from attnvision.explain.run import ExplainSettings
 from attnvision.explain.scores import box_masks
 from attnvision.config import TrainConfig
 from attnvision.train import train
@@ -375,3 +378,13 @@ def test_cli_explain_localization_needs_boxes(fmnist_dir, tmp_path):
                                       "--figures", "1", "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "y")])
     assert result.exit_code == 0, result.output
     assert "pointing" not in json.dumps(json.loads((tmp_path / "y" / "scores.json").read_text())["methods"])
+
+
+def test_explain_settings_are_checked_and_explain_stands_apart_from_the_trainer():
+    for settings, message in ((ExplainSettings(images=0), "images must be >= 1"),
+                              (ExplainSettings(split="dev"), "unknown split 'dev'"),
+                              (ExplainSettings(methods=("saliency",)), "unknown explanation method 'saliency'")):
+        with pytest.raises(ValueError, match=message):
+            settings.check()
+    code = "import sys, attnvision.explain.run; assert 'attnvision.train' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -131,6 +131,42 @@ def test_finished_cells_are_skipped_and_interrupted_ones_resumed(study, fmnist_d
 
 
 @pytest.mark.slow
+def test_damaged_costs_and_scores_are_reported_and_recomputed(study, fmnist_dir):
+    # before test_report_rebuilds_from_run_folders: recomputing the scores needs the localisation checkpoints
+    out, _ = study
+    costs, scores = out / "costs.json", out / "localization" / "se-s0" / "explain" / "scores.json"
+    kept = {path: path.read_bytes() for path in (costs, scores)}
+    try:
+        for path, data in kept.items():
+            path.write_bytes(data[: len(data) // 2])  # as if the machine died mid-write
+        result = CliRunner().invoke(app, ["report", str(out)])
+        assert result.exit_code == 0, result.output
+        for path in kept:
+            assert f"{path} is damaged" in flat(result) and "Traceback" not in result.output
+        result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out))
+        assert result.exit_code == 0, result.output
+        for path in kept:
+            assert f"{path} is damaged" in flat(result) and "recomputing it" in flat(result)
+        assert set(json.loads(costs.read_text())["configurations"]) == {"none", "se"}
+        assert json.loads(scores.read_text())["images"] == 40
+    finally:
+        for path, data in kept.items():
+            path.write_bytes(data)
+
+
+@pytest.mark.slow
+def test_a_damaged_metrics_file_is_named(study, tmp_path):
+    out = tmp_path / "study"
+    shutil.copytree(study[0], out)
+    metrics = out / "runs" / "se-s0" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:40])
+    result = CliRunner().invoke(app, ["report", str(out)])
+    # the path is wrapped mid-name in the error box: compare without whitespace
+    assert result.exit_code == 2 and f"{metrics}isdamaged" in "".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
 def test_report_rebuilds_from_run_folders(study):
     out, _ = study
     (out / "report.html").unlink()

@@ -12,6 +12,7 @@ Only tensors, numbers, strings, lists and dicts: it loads with ``weights_only=Tr
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -25,6 +26,11 @@ VERSION = 1
 
 class DiskFullError(OSError):
     """A write ran out of space; the message names the file, the space needed and what was kept."""
+
+
+class DamagedFileError(ValueError):
+    """A file that is there but does not parse (cut short by a crash mid-write, edited by hand);
+    the message names it."""
 
 
 def _atomic_write(path: str | Path, write) -> None:
@@ -82,6 +88,18 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically (see ``_atomic_write``)."""
     _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_json(path: str | Path):
+    """The parsed JSON file at ``path``; None when there is no such file; DamagedFileError naming
+    the file when it does not parse."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DamagedFileError(f"{path} is damaged (not valid JSON: {e})") from None
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:

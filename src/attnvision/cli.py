@@ -271,16 +271,19 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="print the scores as one JSON object"),
 ) -> None:
     """Explain a checkpoint: per-image figures of its maps, and their localisation and faithfulness scores."""
-    from .explain.run import explain_checkpoint
+    from .explain.run import SCORES_FILE, ExplainSettings, explain_checkpoint
+    from .explain.scores import SCORE_COLUMNS
 
     if images != "all" and not (images.isdigit() and int(images) >= 1):
         fail(f"--images must be a positive number or 'all', got '{images}'")
     methods = tuple(m.strip() for m in method.split(",") if m.strip()) if method else None
     folder = Path(out) if out else Path(checkpoint).parent / "explain"
+    settings = ExplainSettings(methods=methods, classes=classes, split=split,
+                               images=None if images == "all" else int(images), figures=figures,
+                               localization=localization, tolerance=tolerance, faithfulness_images=faithfulness_images,
+                               steps=steps, layer=layer, batch_size=batch_size, data_dir=data_dir)
     try:
-        result = explain_checkpoint(checkpoint, folder, methods, classes, split, None if images == "all" else int(images),
-                                    figures, localization, tolerance, faithfulness_images, steps, layer, batch_size,
-                                    data_dir)
+        result = explain_checkpoint(checkpoint, folder, settings)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     if as_json:
@@ -288,9 +291,7 @@ def explain(
         return
     table = Table(title=f"{result['model']} + {result['attn'] or 'no attention'} ({result['head'] or 'own head'}), "
                         f"{result['split']} split of {result['data']}")
-    columns = (("pointing_game", f"point ≤{tolerance:g}px"), ("pointing_game_exact", "point 0px"),
-               ("energy_in_box", "energy"), ("relevance_rank", "rank"),
-               ("deletion", "del ↓"), ("insertion", "ins ↑"), ("images_per_s", "img/s"))
+    columns = [(key, title.format(tol=f"{tolerance:g}")) for key, title in SCORE_COLUMNS] + [("images_per_s", "img/s")]
     table.add_column("map")
     for _, title in columns:
         table.add_column(title, justify="right")
@@ -300,7 +301,7 @@ def explain(
     console.print(f"{result['images']} images, {result['pairs']} (image, class) pairs ({result['classes']} classes); "
                   "scores in %: pointing game, energy in box, relevance rank; deletion/insertion AUC on the first "
                   f"{result['faithfulness_images']} images; random, centre and box are reference maps. "
-                  f"Figures and scores.json: {folder}", highlight=False)
+                  f"Figures and {SCORES_FILE}: {folder}", highlight=False)
 
 
 @app.command()

@@ -1,30 +1,67 @@
 """Explain a trained run: maps for a split's images, their localisation and faithfulness scores,
-one figure per image, ``scores.json`` (the means) and ``pairs.pt`` (every pair's scores: "pairs"
-(P, 2) rows (image, class), then per map name its per-pair scores: localisation in [0, 1],
-deletion/insertion in percent for the first ``faithfulness_pairs`` pairs). ``attnvision explain``
-is a thin layer over :func:`explain_checkpoint`; it reads the model and data through
-``train.load_run`` only.
+one figure per image, ``scores.json`` (SCORES_FILE: the means) and ``pairs.pt`` (PAIRS_FILE: every
+pair's scores: "pairs" (P, 2) rows (image, class), then per map name its per-pair scores:
+localisation in [0, 1], deletion/insertion in percent for the first ``faithfulness_pairs`` pairs).
+``attnvision explain`` is a thin layer over :func:`explain_checkpoint` and its ``ExplainSettings``;
+it reads the model and data through ``evaluate.load_run`` only, never the trainer.
 
 Phases: select the images and the (image, class) pairs to explain → ``map_and_score``: per batch
 of images, every method's maps for its pairs and their per-pair localisation scores (no map of
-the whole split is kept) → deletion/insertion on the first ``faithfulness_images`` images →
-``write_figures`` → summary.
+the whole split is kept) → ``faithfulness``: deletion/insertion on the first
+``faithfulness_images`` images → ``summarize`` → ``write_figures`` → ``scores.json``, ``pairs.pt``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_torch_save, atomic_write_text
 from ..data import Split, TensorLoader
+from ..evaluate import SPLITS, load_run
 from .cam import METHODS, has_own_maps, pair_maps
 from .figures import gallery_figure, image_figure
 from .scores import BASELINES, baseline_maps, deletion_insertion, pair_scores, summarize_pairs
 
+SCORES_FILE = "scores.json"
+PAIRS_FILE = "pairs.pt"
 CLASS_CHOICES = ("present", "predicted", "all")
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """What ``explain_checkpoint`` explains and how it scores it (the defaults: ``attnvision explain``'s)."""
+
+    methods: tuple[str, ...] | None = None  # map methods (METHODS); None: Grad-CAM, plus the model's own maps
+    classes: str = "present"  # the pairs' classes: present, predicted, all, or comma-separated class names
+    split: str = "test"  # train, val or test
+    images: int | None = 16  # the first N images of the split to explain and score; None: all
+    figures: int = 16  # of those, how many get a PNG
+    localization: bool | None = None  # score maps against the data's boxes; None: when it has boxes
+    tolerance: float = 4  # pointing-game tolerance in pixels (also scored at 0)
+    faithfulness_images: int = 128  # deletion/insertion (RISE) on the first N images
+    steps: int = 16  # deletion/insertion steps
+    layer: str | None = None  # Grad-CAM layer, a module path such as "layer2"; None: the head's input
+    batch_size: int = 128  # images per batch
+    data_dir: str | None = None  # where the run's data lies; None: where it was trained from
+    seed: int = 0  # of the random reference map and of the order of tied pixels in deletion/insertion
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, before any model loads."""
+        unknown = [m for m in self.methods or () if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown explanation method '{unknown[0]}'; valid: {', '.join(METHODS)}")
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split '{self.split}'; valid: {', '.join(SPLITS)}")
+        least = {"images": 1, "figures": 0, "faithfulness_images": 0, "steps": 1, "tolerance": 0, "batch_size": 1}
+        for name, bound in least.items():
+            value = getattr(self, name)
+            if value is not None and value < bound:  # images None: all
+                raise ValueError(f"{name} must be >= {bound}, got {value}")
 
 
 def choose_pairs(choice: str, targets: torch.Tensor, logits: torch.Tensor, class_names: list[str],
@@ -55,76 +92,82 @@ def pair_boxes(boxes: list[torch.Tensor], pairs: torch.Tensor) -> list[torch.Ten
     return [boxes[i][boxes[i][:, 4] == c, :4] for i, c in pairs.tolist()]
 
 
-def explain_checkpoint(checkpoint: str | Path, out: str | Path, methods: tuple[str, ...] | None = None,
-                       classes: str = "present", split: str = "test", images: int | None = 16,
-                       figures: int = 16, localization: bool | None = None, tolerance: float = 4,
-                       faithfulness_images: int = 128, steps: int = 16, layer: str | None = None,
-                       batch_size: int = 128, data_dir: str | None = None, seed: int = 0) -> dict:
-    """Explain ``images`` images (None: all) of ``split`` of a checkpoint's data; writes
-    ``figures`` PNGs, ``scores.json`` and ``pairs.pt`` to ``out`` and returns the scores.
+def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: ExplainSettings = ExplainSettings()) -> dict:
+    """Explain ``settings.images`` images of a checkpoint's data; writes ``settings.figures`` PNGs,
+    SCORES_FILE and PAIRS_FILE to ``out`` and returns the scores.
 
-    ``methods`` None: Grad-CAM, plus the model's own maps where it has them.
-    ``localization``: score maps against the data's boxes (None: when the data has boxes; True on
-    data without boxes is an error). Baselines (random, centre, box) are scored beside the methods
-    for localisation; deletion/insertion run for the methods and the random map (the reference).
+    With localisation, baselines (random, centre, box) are scored beside the methods (True on data
+    without boxes is an error); deletion/insertion run for the methods and the random map (the
+    reference).
     """
-    from ..evaluate import load_run
-
-    for method in methods or ():
-        if method not in METHODS:
-            raise ValueError(f"unknown explanation method '{method}'; valid: {', '.join(METHODS)}")
-    if images is not None and images < 1 or figures < 0 or faithfulness_images < 0 or steps < 1 or tolerance < 0:
-        raise ValueError("--images must be >= 1 (or all), --figures and --faithfulness-images >= 0, --steps >= 1, "
-                         "--tolerance >= 0")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split '{split}'; valid: train, val, test")
-    cfg, bundle, model, fabric, state = load_run(checkpoint, data_dir)
-    data, boxes = select_images(bundle, cfg.data, split, images, localization)
+    settings.check()
+    cfg, bundle, model, fabric, state = load_run(checkpoint, settings.data_dir)
+    data, boxes = select_images(bundle, cfg.data, settings.split, settings.images, settings.localization)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    loader = TensorLoader(data, batch_size, mean=bundle.mean, std=bundle.std, train=False, device=fabric.device,
-                          channels_last=cfg.channels_last)
+    loader = TensorLoader(data, settings.batch_size, mean=bundle.mean, std=bundle.std, train=False,
+                          device=fabric.device, channels_last=cfg.channels_last)
     with torch.no_grad():
         logits = torch.cat([model(x).float().cpu() for x, _ in loader])
+    methods = settings.methods
     if methods is None:
         methods = ("gradcam", "attention") if has_own_maps(model, next(iter(loader))[0][:1]) else ("gradcam",)
-    pairs = choose_pairs(classes, data.targets, logits, bundle.class_names, bundle.task)
+    pairs = choose_pairs(settings.classes, data.targets, logits, bundle.class_names, bundle.task)
     if len(pairs) == 0:
-        raise ValueError(f"--classes {classes} selects no (image, class) pair in the {len(data)} images")
+        raise ValueError(f"--classes {settings.classes} selects no (image, class) pair in the {len(data)} images")
     black = -torch.tensor(bundle.mean) / torch.tensor(bundle.std)  # pixel value 0, normalised
     names = list(methods) + (list(BASELINES) if boxes is not None else [])
 
-    kept = pairs[:, 0] < max(figures, faithfulness_images)  # pairs whose maps are kept for figures/faithfulness
-    per_pair, kept_maps, seconds = map_and_score(model, loader, pairs, kept, names, boxes, tolerance, layer, black, seed)
-    summary, saved = {}, {"pairs": pairs}  # saved: every pair's scores, for paired comparisons of runs
-    for name in names:
-        summary[name] = {"seconds": seconds[name], "images_per_s": len(data) / max(seconds[name], 1e-9)}
-        if boxes is not None:
-            summary[name].update(summarize_pairs(per_pair[name], pairs[:, 1]))
-            saved[name] = per_pair[name]
-    kept_pairs = pairs[kept]
-    faithful = kept_pairs[:, 0] < faithfulness_images
-    if faithful.any():
-        x_faith = torch.cat([x for x, _ in loader_prefix(loader, faithfulness_images)])
-        for name in [m for m in names if m not in BASELINES or m == "random"]:  # random: the reference
-            auc = deletion_insertion(model, x_faith[kept_pairs[faithful, 0]], kept_maps[name][faithful],
-                                     kept_pairs[faithful, 1], black, bundle.task == "multilabel", steps, batch_size, seed)
-            summary[name].update(deletion=float(auc["deletion"].mean()), insertion=float(auc["insertion"].mean()),
-                                 faithfulness_pairs=int(faithful.sum()))
-            saved.setdefault(name, {}).update(auc)
+    kept = pairs[:, 0] < max(settings.figures, settings.faithfulness_images)  # maps kept for figures/faithfulness
+    localization, kept_maps, seconds = map_and_score(model, loader, pairs, kept, names, boxes, settings.tolerance,
+                                                     settings.layer, black, settings.seed)
+    aucs = faithfulness(model, loader, pairs[kept], kept_maps, names, black, bundle.task == "multilabel", settings)
+    summary, saved = summarize(names, seconds, len(data), pairs, localization, aucs)
     probs = logits.sigmoid() if bundle.task == "multilabel" else logits.softmax(1)
-    write_figures(out, split, data, kept_pairs, {m: kept_maps[m] for m in methods}, probs, boxes,
-                  bundle.class_names, figures)
+    write_figures(out, settings.split, data, pairs[kept], {m: kept_maps[m] for m in methods}, probs, boxes,
+                  bundle.class_names, settings.figures)
 
     result = {"checkpoint": str(checkpoint), "model": cfg.model, "attn": cfg.attn, "head": cfg.head, "data": cfg.data,
-              "task": bundle.task, "split": split, "images": len(data), "pairs": len(pairs), "classes": classes,
-              "localization": boxes is not None, "tolerance": tolerance,
-              "faithfulness_images": min(faithfulness_images, len(data)), "steps": steps,
-              "layer": layer or "head input", "epoch": state["epoch"], "threads": torch.get_num_threads(),
+              "task": bundle.task, "split": settings.split, "images": len(data), "pairs": len(pairs),
+              "classes": settings.classes, "localization": boxes is not None, "tolerance": settings.tolerance,
+              "faithfulness_images": min(settings.faithfulness_images, len(data)), "steps": settings.steps,
+              "layer": settings.layer or "head input", "epoch": state["epoch"], "threads": torch.get_num_threads(),
               "device": str(fabric.device), "methods": summary}
-    (out / "scores.json").write_text(json.dumps(result, indent=2))
-    torch.save(compact(saved), out / "pairs.pt")
+    atomic_write_text(out / SCORES_FILE, json.dumps(result, indent=2))
+    atomic_torch_save(compact(saved), out / PAIRS_FILE)
     return result
+
+
+def faithfulness(model, loader: TensorLoader, pairs: torch.Tensor, maps: dict[str, torch.Tensor], names: list[str],
+                 black: torch.Tensor, multilabel: bool, settings: ExplainSettings) -> dict[str, dict]:
+    """Deletion/insertion AUCs {name: {"deletion", "insertion": (F,)}} of the ``pairs`` (rows of
+    ``maps``) on the first ``settings.faithfulness_images`` images, for the methods and the random
+    map (the reference)."""
+    faithful = pairs[:, 0] < settings.faithfulness_images
+    if not faithful.any():
+        return {}
+    x = torch.cat([x for x, _ in loader_prefix(loader, settings.faithfulness_images)])
+    return {name: deletion_insertion(model, x[pairs[faithful, 0]], maps[name][faithful], pairs[faithful, 1], black,
+                                     multilabel, settings.steps, settings.batch_size, settings.seed)
+            for name in names if name not in BASELINES or name == "random"}
+
+
+def summarize(names: list[str], seconds: dict, images: int, pairs: torch.Tensor, localization: dict,
+              aucs: dict) -> tuple[dict, dict]:
+    """Per map its speed, mean localisation scores and deletion/insertion AUCs (scores.json's
+    "methods"); and every pair's scores (pairs.pt, for paired comparisons of runs)."""
+    summary, saved = {}, {"pairs": pairs}
+    for name in names:
+        summary[name] = {"seconds": seconds[name], "images_per_s": images / max(seconds[name], 1e-9)}
+        if name in localization:
+            summary[name].update(summarize_pairs(localization[name], pairs[:, 1]))
+            saved[name] = localization[name]
+        if name in aucs:
+            auc = aucs[name]
+            summary[name].update(deletion=float(auc["deletion"].mean()), insertion=float(auc["insertion"].mean()),
+                                 faithfulness_pairs=len(auc["deletion"]))
+            saved.setdefault(name, {}).update(auc)
+    return summary, saved
 
 
 def compact(saved: dict) -> dict:
@@ -206,8 +249,6 @@ def runs_gallery(checkpoints: dict[str, str | Path], out: str | Path, images: in
     (label → checkpoint): one row per run's Grad-CAM, plus a row with its own map where it has
     one (spatial gate, CSRA, Query2Label). Each column explains the image's ground-truth class
     (for multi-label data its first present class), with that class's boxes where the data has them."""
-    from ..evaluate import load_run
-
     rows, first = {}, None
     for label, checkpoint in checkpoints.items():
         cfg, bundle, model, fabric, _ = load_run(checkpoint)

@@ -1,3 +1,4 @@
 """The study behind ``attnvision compare``: which attention helps, at what cost, and does it look at
-the right place. ``grid`` (what to train), ``execute`` (training the cells), ``measure`` (costs),
-``results`` (numbers and statistics), ``report`` (HTML, Markdown, CSV, plots), ``run`` (the phases)."""
+the right place. ``grid`` (what to train: the grid and its cells), ``layout`` (the study folder's
+names), ``execute`` (training the cells), ``measure`` (costs), ``results`` (numbers and
+statistics), ``report`` (HTML, Markdown, CSV, plots), ``run`` (the phases)."""

@@ -27,16 +27,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
-from pathlib import Path
 
 import yaml
 
 from ..checkpoint import atomic_write_text
-from ..config import TrainConfig
+from ..run_folder import CONFIG, LAST
 from .grid import Cell
-
-FAILED = "failed.json"
-LOG = "train.log"
+from .layout import FAILED
 
 
 def default_jobs(jobs: int | None = None) -> tuple[int, int]:
@@ -50,47 +47,12 @@ def default_jobs(jobs: int | None = None) -> tuple[int, int]:
     return jobs, max(1, cores // jobs)
 
 
-def cell_state(cell: Cell) -> str:
-    """"finished", "interrupted" (last.pt, no metrics), "failed", or "new"; raises if the folder
-    holds a run of other options."""
-    folder = cell.folder
-    recorded = folder / "config.yaml"
-    started = (folder / "last.pt").is_file() or (folder / "metrics.json").is_file()
-    if started and recorded.is_file():
-        differences = config_differences(yaml.safe_load(recorded.read_text()), asdict(cell.config))
-        if differences:
-            raise ValueError(f"{folder} holds a run with other options ({', '.join(differences)}) than this study "
-                             "asks for: pick another --out, or delete that run folder to retrain it")
-    if (folder / "metrics.json").is_file():
-        return "finished"
-    if (folder / FAILED).is_file():
-        return "failed"
-    return "interrupted" if started else "new"
-
-
-def config_differences(recorded: dict, wanted: dict) -> list[str]:
-    """'name: recorded → wanted' for every field that differs (fields a run predates count as default)."""
-    defaults = asdict(TrainConfig())
-    return [f"{k}: {recorded.get(k, defaults[k])!r} → {v!r}" for k, v in wanted.items()
-            if recorded.get(k, defaults[k]) != v]
-
-
-def key(cell: Cell) -> str:
-    """"<part>/<name>": a cell's name in progress lines and results."""
-    return f"{cell.part}/{cell.name}"
-
-
 def cell_command(cell: Cell, resume: bool) -> list[str]:
     """The ``attnvision train`` command of a cell (config.yaml written by ``prepare``)."""
     base = [sys.executable, "-m", "attnvision", "train"]
     if resume:
         return base + ["--resume", str(cell.folder), "--no-progress"]
-    return base + ["--config", str(cell.folder / "config.yaml"), "--no-progress"]
-
-
-def display_command(cell: Cell) -> str:
-    """The command a person types to rebuild the cell."""
-    return "attnvision train --config " + shlex.quote(str(cell.folder / "config.yaml"))
+    return base + ["--config", str(cell.folder / CONFIG), "--no-progress"]
 
 
 def prepare(cell: Cell) -> bool:
@@ -98,9 +60,9 @@ def prepare(cell: Cell) -> bool:
     whether to resume."""
     cell.folder.mkdir(parents=True, exist_ok=True)
     (cell.folder / FAILED).unlink(missing_ok=True)
-    if (cell.folder / "last.pt").is_file():
+    if (cell.folder / LAST).is_file():
         return True
-    atomic_write_text(cell.folder / "config.yaml", yaml.safe_dump(asdict(cell.config), sort_keys=False))
+    atomic_write_text(cell.folder / CONFIG, yaml.safe_dump(asdict(cell.config), sort_keys=False))
     return False
 
 
@@ -139,8 +101,8 @@ def run_cells(cells: list[Cell], jobs: int, threads: int, executor: str = "local
               ray_address: str | None = None) -> dict[str, str]:
     """Train every cell that is not finished; returns {cell name: "finished" | "failed: <error>"}.
     Prints one line per cell (k of n, eta) and the trainer's per-epoch lines."""
-    states = {key(cell): cell_state(cell) for cell in cells}
-    todo = [cell for cell in cells if states[key(cell)] != "finished"]
+    states = {cell.key: cell.state for cell in cells}
+    todo = [cell for cell in cells if states[cell.key] != "finished"]
     done = len(cells) - len(todo)
     print(f"{len(cells)} cells: {done} finished, {len(todo)} to train ({jobs} at once, {threads} thread(s) each, "
           f"{executor} executor)", flush=True)
@@ -155,16 +117,16 @@ def run_cells(cells: list[Cell], jobs: int, threads: int, executor: str = "local
             done += 1
             durations.append(seconds)
             if code == 0:
-                results[key(cell)] = "finished"
+                results[cell.key] = "finished"
                 outcome = summary(cell)
             else:
-                results[key(cell)] = f"failed: {message}"
+                results[cell.key] = f"failed: {message}"
                 atomic_write_text(cell.folder / FAILED, json.dumps(
-                    {"error": message, "exit_code": code, "log": str(cell.folder / LOG)}, indent=2))
+                    {"error": message, "exit_code": code, "log": str(cell.log)}, indent=2))
                 outcome = f"FAILED ({message})"
             left = len(cells) - done
             eta = sum(durations) / len(durations) * left / jobs  # mean cell time, ``jobs`` cells at once
-            print(f"[{done}/{len(cells)}] {key(cell)}: {outcome} in {seconds:.0f} s; "
+            print(f"[{done}/{len(cells)}] {cell.key}: {outcome} in {seconds:.0f} s; "
                   f"eta {eta / 60:.1f} min", flush=True)
 
     if executor == "ray":
@@ -180,9 +142,9 @@ def run_cells(cells: list[Cell], jobs: int, threads: int, executor: str = "local
         try:
             t0 = time.perf_counter()
             resume = prepare(cell)
-            print(f"start {key(cell)}{' (resuming)' if resume else ''}", flush=True)
+            print(f"start {cell.key}{' (resuming)' if resume else ''}", flush=True)
             code, message = run_process(cell_command(cell, resume), cell_env(threads, slot % gpus if gpus else None),
-                                        os.getcwd(), str((cell.folder / LOG).resolve()), cell.name)
+                                        os.getcwd(), str(cell.log.resolve()), cell.name)
             report(cell, code, message, time.perf_counter() - t0)
         finally:
             with slot_lock:
@@ -195,7 +157,7 @@ def run_cells(cells: list[Cell], jobs: int, threads: int, executor: str = "local
 
 
 def summary(cell: Cell) -> str:
-    metrics = json.loads((cell.folder / "metrics.json").read_text())
+    metrics = cell.metrics
     metric = metrics["selection_metric"]
     return f"test {metric} {metrics['test'][metric]:.2f}%"
 
@@ -221,9 +183,8 @@ def run_on_ray(cells: list[Cell], threads: int, ray_address: str | None, report)
         for cell in cells:
             resume = prepare(cell)
             env = cell_env(threads, None)
-            pending[task.remote(cell_command(cell, resume), env, os.getcwd(), str((cell.folder / LOG).resolve()),
-                                cell.name)] = \
-                (cell, time.perf_counter())
+            pending[task.remote(cell_command(cell, resume), env, os.getcwd(), str(cell.log.resolve()),
+                                cell.name)] = (cell, time.perf_counter())
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell, t0 = pending.pop(ready[0])

@@ -1,14 +1,7 @@
 """What a study trains: one dataset and recipe, a grid of configurations (models × attention
-modules × heads) and seeds, and optionally a localisation part on data with object boxes.
-
-A study folder holds
-
-    study.yaml                       the resolved grid (``compare --grid study.yaml`` re-runs it)
-    runs/<configuration>-s<seed>/    one run folder per cell, ``train``'s layout, plus train.log
-                                     (and failed.json while the cell has failed)
-    localization/<configuration>-s<seed>/   the localisation part's cells, plus explain/
-    costs.json                       cost measurements per configuration
-    report.html, report.md, results.csv, plots/
+modules × heads) and seeds, and optionally a localisation part on data with object boxes; and
+its cells, each a run folder with what every phase asks of it. The study folder's names are
+spelled in ``layout``.
 
 The localisation part retrains every configuration (first seed only) on data with boxes (by
 default single-item Fashion-MNIST scenes) when the study's own data has none, since maps can
@@ -19,10 +12,16 @@ the parts separate keeps the main data's recipe free to be anything.
 from __future__ import annotations
 
 import copy
+import shlex
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import yaml
+
+from ..checkpoint import DamagedFileError, read_json
 from ..config import TrainConfig, merge_options, read_yaml_mapping
+from ..run_folder import BEST, CONFIG, METRICS, holds_run
+from .layout import EXPLAIN, FAILED, LOCALIZATION, MAIN, TRAIN_LOG
 
 GRID_AXES = ("model", "attn", "head", "seed")  # TrainConfig fields that take lists in a study
 
@@ -55,16 +54,83 @@ PRESETS = {
 
 @dataclass
 class Cell:
-    """One training run of the study."""
+    """One training run of the study: its config, and its folder's state and files as the phases
+    ask for them (read from disk on every call: cells are built before they train)."""
 
     name: str  # "<configuration>-s<seed>"
     configuration: str
-    part: str  # "runs" (the main grid) or "localization"
+    part: str  # MAIN (the main grid) or LOCALIZATION
     config: TrainConfig
 
     @property
     def folder(self) -> Path:
         return Path(self.config.out)
+
+    @property
+    def key(self) -> str:
+        """"<part>/<name>": the cell's name in progress lines and results."""
+        return f"{self.part}/{self.name}"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / BEST
+
+    @property
+    def log(self) -> Path:
+        """The cell process's output."""
+        return self.folder / TRAIN_LOG
+
+    @property
+    def explain_folder(self) -> Path:
+        """The folder of ``attnvision explain``'s output (localisation cells)."""
+        return self.folder / EXPLAIN
+
+    @property
+    def command(self) -> str:
+        """The command a person types to rebuild the cell."""
+        return "attnvision train --config " + shlex.quote(str(self.folder / CONFIG))
+
+    @property
+    def finished(self) -> bool:
+        return (self.folder / METRICS).is_file()
+
+    @property
+    def metrics(self) -> dict | None:
+        """The run's metrics.json (None until it has finished); a damaged one is an error naming it."""
+        try:
+            return read_json(self.folder / METRICS)
+        except DamagedFileError as e:
+            raise DamagedFileError(f"{e}: delete it and run `attnvision compare` again to rebuild it (the cell "
+                                   "resumes from its last.pt, or retrains)") from None
+
+    @property
+    def error(self) -> str | None:
+        """The error of a failed cell (None unless it has failed)."""
+        failure = read_json(self.folder / FAILED)
+        return None if failure is None else failure["error"]
+
+    @property
+    def state(self) -> str:
+        """"finished", "interrupted" (last.pt, no metrics), "failed", or "new"; raises if the folder
+        holds a run of other options."""
+        started = holds_run(self.folder)
+        if started and (self.folder / CONFIG).is_file():
+            differences = config_differences(yaml.safe_load((self.folder / CONFIG).read_text()), asdict(self.config))
+            if differences:
+                raise ValueError(f"{self.folder} holds a run with other options ({', '.join(differences)}) than this "
+                                 "study asks for: pick another --out, or delete that run folder to retrain it")
+        if self.finished:
+            return "finished"
+        if (self.folder / FAILED).is_file():
+            return "failed"
+        return "interrupted" if started else "new"
+
+
+def config_differences(recorded: dict, wanted: dict) -> list[str]:
+    """'name: recorded → wanted' for every field that differs (fields a run predates count as default)."""
+    defaults = asdict(TrainConfig())
+    return [f"{k}: {recorded.get(k, defaults[k])!r} → {v!r}" for k, v in wanted.items()
+            if recorded.get(k, defaults[k]) != v]
 
 
 @dataclass
@@ -137,8 +203,8 @@ class Study:
         """Every run, seed-major (all configurations of seed 0 first, so that a study cut short
         still compares every configuration)."""
         cells = []
-        parts = [("runs", self.seed, {})] + ([("localization", self.seed[:1], self.localization)]
-                                             if self.localization is not None else [])
+        parts = [(MAIN, self.seed, {})] + ([(LOCALIZATION, self.seed[:1], self.localization)]
+                                           if self.localization is not None else [])
         for part, seeds, overrides in parts:
             for seed in seeds:
                 for name, axes in self.configurations():
@@ -146,6 +212,10 @@ class Study:
                                                     "out": str(out / part / f"{name}-s{seed}")})
                     cells.append(Cell(f"{name}-s{seed}", name, part, config))
         return cells
+
+    def first_seed(self, cells: list[Cell], part: str) -> dict[str, Cell]:
+        """The cells of ``part`` with the first seed, by configuration: what costs and the gallery show."""
+        return {cell.configuration: cell for cell in cells if cell.part == part and cell.config.seed == self.seed[0]}
 
 
 def load_grid(path: str | Path) -> dict:

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..profile import MACS_CONVENTION, count_macs, count_params, latency_samples, train_step_time, training_memory
+from ..checkpoint import atomic_write_text
 from ..evaluate import build_model, load_bundle
-from .grid import Study
-
-COSTS = "costs.json"
+from ..profile import MACS_CONVENTION, count_macs, count_params, latency_samples, train_step_time, training_memory
+from .grid import Cell, Study
+from .layout import COSTS, MAIN
+from .results import read_rebuildable
 
 
 def quantiles(samples: list[float]) -> dict:
@@ -36,25 +37,25 @@ def quantiles(samples: list[float]) -> dict:
     return {"median": median, "q1": q1, "q3": q3}
 
 
-def measure_costs(study: Study, out: Path, threads: int, rounds: int = 5, repeats: int = 4, steps: int = 3) -> dict:
+def measure_costs(study: Study, cells: list[Cell], out: Path, threads: int, rounds: int = 5, repeats: int = 4,
+                  steps: int = 3) -> dict:
     """Measure (or reuse ``out/costs.json`` when it matches these settings) every configuration's
     costs; returns {"settings": ..., "configurations": {name: {...}}}."""
     path = out / COSTS
-    cells = {cell.configuration: cell for cell in study.cells(out) if cell.part == "runs" and cell.config.seed == study.seed[0]}
+    measured = study.first_seed(cells, MAIN)  # configuration → its cell
     settings = {"threads": threads, "rounds": rounds, "repeats": repeats, "steps": steps,
-                "batch_size": next(iter(cells.values())).config.batch_size,
-                "configurations": list(cells), "baseline": study.baseline_name}
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if {k: saved.get("settings", {}).get(k) for k in settings} == settings:
-            return saved
+                "batch_size": next(iter(measured.values())).config.batch_size,
+                "configurations": list(measured), "baseline": study.baseline_name}
+    saved = read_rebuildable(path, "recomputing it")
+    if saved is not None and {k: saved.get("settings", {}).get(k) for k in settings} == settings:
+        return saved
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = _measure(cells, settings, rounds, repeats, steps)
+        result = _measure(measured, settings, rounds, repeats, steps)
     finally:
         torch.set_num_threads(previous_threads)
-    path.write_text(json.dumps(result, indent=2))
+    atomic_write_text(path, json.dumps(result, indent=2))
     return result
 
 

@@ -22,29 +22,39 @@ Statistics (the conventions that change what a reader concludes):
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import DamagedFileError, read_json
+from ..explain.run import SCORES_FILE
 from ..explain.scores import BASELINES
 from ..metrics import average_precision
+from ..run_folder import LOG, PREDICTIONS
 from ..stats import mcnemar_exact, paired_bootstrap
-from ..run_folder import PREDICTIONS
-from .execute import FAILED, display_command
-from .grid import Study, load_grid
-from .measure import COSTS
+from .grid import Cell, Study, load_grid
+from .layout import COSTS, ENVIRONMENT, LOCALIZATION, MAIN, STUDY_FILE
 
-EXPLAIN = "explain"
+LEFT_OUT = "left out of this report (`attnvision compare` rebuilds it)"
 
 
 def read_study(out: Path) -> Study:
-    path = out / "study.yaml"
+    path = out / STUDY_FILE
     if not path.is_file():
-        raise ValueError(f"{out} is not a study folder (no study.yaml): run `attnvision compare --out {out}` first")
+        raise ValueError(f"{out} is not a study folder (no {STUDY_FILE}): run `attnvision compare --out {out}` first")
     return Study.from_dict(load_grid(path), str(path))
+
+
+def read_rebuildable(path: Path, instead: str) -> dict | None:
+    """A study file that a phase rebuilds (costs, scores, environment): its contents, or None when
+    it is missing or damaged; a damaged one is said in one line, with what happens ``instead``."""
+    try:
+        return read_json(path)
+    except DamagedFileError as e:
+        print(f"{e}; {instead}", flush=True)
+        return None
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -60,15 +70,14 @@ def read_log(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def run_rows(study: Study, out: Path) -> list[dict]:
+def run_rows(cells: list[Cell]) -> list[dict]:
     """One row per cell: its status, metrics, history and command."""
     rows = []
-    for cell in study.cells(out):
-        folder = cell.folder
+    for cell in cells:
         row = {"part": cell.part, "cell": cell.name, "configuration": cell.configuration, "seed": cell.config.seed,
-               "folder": str(folder), "command": display_command(cell), "history": read_log(folder / "log.csv")}
-        if (folder / "metrics.json").is_file():
-            metrics = json.loads((folder / "metrics.json").read_text())
+               "folder": str(cell.folder), "command": cell.command, "history": read_log(cell.folder / LOG)}
+        metrics, error = cell.metrics, cell.error
+        if metrics is not None:
             metric = metrics["selection_metric"]
             row.update(status="finished", metric=metric, test=metrics["test"][metric],
                        best_val=metrics["best_val"][f"val_{metric}"], params=metrics["params"], macs=metrics["macs"],
@@ -77,8 +86,8 @@ def run_rows(study: Study, out: Path) -> list[dict]:
                        epoch_time_s=statistics.median(r["epoch_time_s"] for r in row["history"]) if row["history"] else None,
                        task=metrics["task"],
                        **{f"test_{k}": metrics["test"][k] for k in ("CF1", "OF1") if k in metrics["test"]})
-        elif (folder / FAILED).is_file():
-            row.update(status="failed", error=json.loads((folder / FAILED).read_text())["error"])
+        elif error is not None:
+            row.update(status="failed", error=error)
         else:
             row.update(status="not run")
         rows.append(row)
@@ -129,11 +138,10 @@ def map_bootstrap(outcomes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return {"mean": mean_map_difference(torch.arange(n)), "low": low, "high": high}
 
 
-def configuration_rows(study: Study, out: Path, runs: list[dict]) -> list[dict]:
+def configuration_rows(study: Study, runs: list[dict], costs: dict) -> list[dict]:
     """One row per configuration of the main grid: test metric over seeds, Δ to the baseline with
-    its tests, costs (costs.json), training time."""
-    costs = json.loads((out / COSTS).read_text())["configurations"] if (out / COSTS).is_file() else {}
-    main = [r for r in runs if r["part"] == "runs"]
+    its tests, costs (costs.json's configurations), training time."""
+    main = [r for r in runs if r["part"] == MAIN]
     finished = {}
     for r in main:
         if r["status"] == "finished":
@@ -175,7 +183,7 @@ def learning_curves(runs: list[dict]) -> dict[str, dict]:
     """Per configuration of the main grid: epoch → mean over seeds of val metric and train loss."""
     curves: dict[str, dict] = {}
     for r in runs:
-        if r["part"] != "runs" or not r["history"]:
+        if r["part"] != MAIN or not r["history"]:
             continue
         metric = "val_acc" if "val_acc" in r["history"][0] else "val_mAP"
         c = curves.setdefault(r["configuration"], {"metric": metric, "epochs": {}})
@@ -187,18 +195,17 @@ def learning_curves(runs: list[dict]) -> dict[str, dict]:
             for name, c in curves.items()}
 
 
-def localization_rows(study: Study, runs: list[dict], out: Path) -> tuple[list[dict], dict | None]:
+def localization_rows(study: Study, cells: list[Cell], runs: list[dict]) -> tuple[list[dict], dict | None]:
     """Per configuration of the localisation part: its test metric and each map's scores
     (Grad-CAM, its own map where it has one); plus the reference maps (random, centre, box) of the
-    baseline's cell, and the explain settings."""
+    baseline's cell, and the explain settings. ``runs``: the cells' rows, in the same order."""
     rows, reference, settings = [], None, None
-    for r in runs:
-        if r["part"] != "localization":
+    for cell, r in zip(cells, runs, strict=True):
+        if cell.part != LOCALIZATION:
             continue
-        path = Path(r["folder"]) / EXPLAIN / "scores.json"
         row = {"configuration": r["configuration"], "status": r["status"], "test": r.get("test")}
-        if path.is_file():
-            scores = json.loads(path.read_text())
+        scores = read_rebuildable(cell.explain_folder / SCORES_FILE, LEFT_OUT)
+        if scores is not None:
             settings = {k: scores[k] for k in ("data", "split", "images", "pairs", "tolerance", "faithfulness_images",
                                                "steps", "layer")}
             row["maps"] = {m: s for m, s in scores["methods"].items() if m not in BASELINES}
@@ -208,13 +215,13 @@ def localization_rows(study: Study, runs: list[dict], out: Path) -> tuple[list[d
     return rows, (None if settings is None else {"settings": settings, "reference": reference})
 
 
-def collect(out: Path) -> dict:
+def collect(study: Study, cells: list[Cell], out: Path) -> dict:
     """Everything the report shows."""
-    study = read_study(out)
-    runs = run_rows(study, out)
-    localization, explain = localization_rows(study, runs, out)
-    environment = json.loads((out / "environment.json").read_text()) if (out / "environment.json").is_file() else {}
-    costs = json.loads((out / COSTS).read_text())["settings"] if (out / COSTS).is_file() else None
-    return {"study": study, "out": out, "runs": runs, "configurations": configuration_rows(study, out, runs),
+    runs = run_rows(cells)
+    localization, explain = localization_rows(study, cells, runs)
+    environment = read_rebuildable(out / ENVIRONMENT, LEFT_OUT) or {}
+    costs = read_rebuildable(out / COSTS, LEFT_OUT)
+    configurations = configuration_rows(study, runs, costs["configurations"] if costs else {})
+    return {"study": study, "out": out, "runs": runs, "configurations": configurations,
             "curves": learning_curves(runs), "localization": localization, "explain": explain,
-            "environment": environment, "cost_settings": costs}
+            "environment": environment, "cost_settings": costs["settings"] if costs else None}
