@@ -12,7 +12,7 @@ PACKAGE = SRC / "attnvision"
 
 # bottom to top, as in docs/architecture.md; a module may import from strictly lower floors only
 FLOORS = (
-    ("registry", "checkpoint", "run_folder", "metrics", "losses", "stats"),
+    ("registry", "checkpoint", "run_folder", "metrics", "losses", "stats", "ema"),
     ("attention", "heads", "data"),
     ("backbones",),
     ("__init__", "profile"),
