@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
-from attnvision.explain.scores import SCORE_COLUMNS
+from attnvision.explain.scores import BASELINES, SCORE_COLUMNS
 from attnvision.stats import mcnemar_exact, paired_bootstrap
+
+IMAGE_ONLY = [name for name in BASELINES if name != "random"]  # reference maps that do not depend on the model
 
 
 def row(label: str, scores: dict) -> str:
@@ -48,9 +50,9 @@ def main() -> None:
         scores = json.loads((folder / "explain-scores.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
         test = metrics["test"][metrics["selection_metric"]]
-        for i, (method, values) in enumerate((m, v) for m, v in scores["methods"].items() if m not in ("centre", "box")):
+        for i, (method, values) in enumerate((m, v) for m, v in scores["methods"].items() if m not in IMAGE_ONLY):
             print(row(f"{name} · {method}", values).replace(" | ", f" | {test:.2f} | " if i == 0 else " | | ", 1))
-    for method in ("centre", "box"):
+    for method in IMAGE_ONLY:
         print(row(f"({method} map)", first["methods"][method]).replace(" | ", " | | ", 1))
     print(f"\n{first['pairs']} (image, class) pairs of {first['images']} test images; deletion/insertion on the "
           f"pairs of the first {first['faithfulness_images']} images ({first['methods']['gradcam']['faithfulness_pairs']}"
