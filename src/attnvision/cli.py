@@ -268,6 +268,10 @@ def explain(
     layer: Optional[str] = typer.Option(None, help="Grad-CAM layer, a module path such as layer2 (default: the head's input)"),
     batch_size: int = typer.Option(128, min=1, help="images per batch"),
     data_dir: Optional[str] = None,
+    sanity: bool = typer.Option(False, "--sanity", help="sanity checks (Adebayo et al. 2018): maps of models whose "
+                                "weights are re-drawn block by block from the head down, compared with the trained ones"),
+    sanity_reference: Optional[str] = typer.Option(None, help="with --sanity: a checkpoint of the same model trained "
+                                                   "on permuted labels (data randomisation test)"),
     as_json: bool = typer.Option(False, "--json", help="print the scores as one JSON object"),
 ) -> None:
     """Explain a checkpoint: per-image figures of its maps, and their localisation and faithfulness scores."""
@@ -281,7 +285,8 @@ def explain(
     settings = ExplainSettings(methods=methods, classes=classes, split=split,
                                images=None if images == "all" else int(images), figures=figures,
                                localization=localization, tolerance=tolerance, faithfulness_images=faithfulness_images,
-                               steps=steps, layer=layer, batch_size=batch_size, data_dir=data_dir)
+                               steps=steps, layer=layer, batch_size=batch_size, data_dir=data_dir,
+                               sanity=sanity, sanity_reference=sanity_reference)
     try:
         result = explain_checkpoint(checkpoint, folder, settings)
     except (ValueError, FileNotFoundError, TypeError) as e:
@@ -302,6 +307,21 @@ def explain(
                   "scores in %: pointing game, energy in box, relevance rank; deletion/insertion AUC on the first "
                   f"{result['faithfulness_images']} images; random, centre and box are reference maps. "
                   f"Figures and {SCORES_FILE}: {folder}", highlight=False)
+    if "sanity" in result:
+        print_sanity(result["sanity"])
+
+
+def print_sanity(sanity: dict) -> None:
+    """The sanity checks' table: cascade step × method, mean Spearman with the trained model's maps."""
+    from .explain.sanity import FAIL_SPEARMAN, sanity_rows
+
+    columns, rows = sanity_rows(sanity)
+    table = Table(title=f"sanity checks: Spearman of |map| with the trained model's (fails above {FAIL_SPEARMAN})")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="right" if i else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from ..data import Split, TensorLoader
 from ..evaluate import SPLITS, load_run
 from .cam import METHODS, has_own_maps, pair_maps
 from .figures import gallery_figure, image_figure
+from .sanity import run_sanity
 from .scores import BASELINES, baseline_maps, deletion_insertion, pair_scores, summarize_pairs
 
 SCORES_FILE = "scores.json"
@@ -49,6 +50,8 @@ class ExplainSettings:
     batch_size: int = 128  # images per batch
     data_dir: str | None = None  # where the run's data lies; None: where it was trained from
     seed: int = 0  # of the random reference map and of the order of tied pixels in deletion/insertion
+    sanity: bool = False  # sanity checks (explain/sanity.py): cascading weight randomisation, scores.json "sanity"
+    sanity_reference: str | None = None  # with sanity: a checkpoint of the same model trained on permuted labels
 
     def check(self) -> None:
         """Refuse settings that cannot work, before any model loads."""
@@ -57,6 +60,8 @@ class ExplainSettings:
             raise ValueError(f"unknown explanation method '{unknown[0]}'; valid: {', '.join(METHODS)}")
         if self.split not in SPLITS:
             raise ValueError(f"unknown split '{self.split}'; valid: {', '.join(SPLITS)}")
+        if self.sanity_reference and not self.sanity:
+            raise ValueError("a sanity reference (permuted-label checkpoint) is only used with --sanity")
         least = {"images": 1, "figures": 0, "faithfulness_images": 0, "steps": 1, "tolerance": 0, "batch_size": 1}
         for name, bound in least.items():
             value = getattr(self, name)
@@ -133,6 +138,9 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
               "faithfulness_images": min(settings.faithfulness_images, len(data)), "steps": settings.steps,
               "layer": settings.layer or "head input", "epoch": state["epoch"], "threads": torch.get_num_threads(),
               "device": str(fabric.device), "methods": summary}
+    if settings.sanity:  # after the main scores: the trained model's maps are compared with re-drawn models'
+        result["sanity"] = run_sanity(cfg, bundle, model, loader, pairs, tuple(methods),
+                                      None if boxes is None else pair_boxes(boxes, pairs), black, settings)
     atomic_write_text(out / SCORES_FILE, json.dumps(result, indent=2))
     atomic_torch_save(compact(saved), out / PAIRS_FILE)
     return result
