@@ -73,7 +73,7 @@ MODEL_SHORTCUTS = {  # CLI-only flags that fill model_kw
 def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """One CLI option per TrainConfig field, from its type, default and help (the single source of
     truth), plus ``MODEL_SHORTCUTS``. Fields in ``lists`` take comma-separated lists (grid axes);
-    dict fields take JSON."""
+    dict fields take JSON, list fields (milestones) a comma-separated list."""
     from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
@@ -88,6 +88,8 @@ def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
             option = typer.Option(None, flag, help=f"{help_text}; a comma-separated list is one axis of the grid{none}")
         elif hint is dict:
             annotation, option = Optional[str], typer.Option(None, flag, help=help_text)
+        elif hint == list[int]:
+            annotation, option = Optional[str], typer.Option(None, flag, help=f"{help_text}; comma-separated")
         elif hint is bool:
             annotation = bool
             option = typer.Option(f.default, f"{flag}/--no-{f.name.replace('_', '-')}", help=help_text)
@@ -139,6 +141,8 @@ def config_overrides(options: dict, given: list[str]) -> dict:
     for name in ("data_kw", "model_kw"):
         if name in out:
             out[name] = parse_json_dict("--" + name.replace("_", "-"), out[name])
+    if "milestones" in out:  # the one list-valued option
+        out["milestones"] = parse_list("milestones", out["milestones"], int) if out["milestones"].strip() else []
     shortcuts = {name: options[name] for name in given if name in MODEL_SHORTCUTS}
     if shortcuts:
         head_kw = {k: shortcuts[k] for k in ("heads", "lam") if k in shortcuts}
