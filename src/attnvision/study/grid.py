@@ -145,6 +145,9 @@ class Study:
     seed: list = field(default_factory=lambda: [0])
     localization: dict | None = None
     baseline: str | None = None  # a configuration name; None: the first configuration
+    # a configuration expected to beat the baseline (a published gain): the report says whether it did,
+    # and that no null result should be read when it did not
+    positive_control: str | None = None
     explain_images: int = 500  # test images explained and scored per localisation cell
     faithfulness_images: int = 128  # of those, the first N also get deletion/insertion (the costly score)
 
@@ -181,6 +184,9 @@ class Study:
         names = [name for name, _ in self.configurations()]
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"{source}: baseline '{self.baseline}' is not a configuration; valid: {', '.join(names)}")
+        if self.positive_control is not None and self.positive_control not in set(names) - {self.baseline_name}:
+            raise ValueError(f"{source}: positive_control '{self.positive_control}' is not a configuration other than "
+                             f"the baseline; valid: {', '.join(n for n in names if n != self.baseline_name)}")
         for cell in self.cells(Path("study")):
             cell.config.validate()
 
