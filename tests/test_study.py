@@ -261,6 +261,40 @@ def test_quick_preset_compares_the_proposal_modules():
     assert PRESETS["quick"]["localization"]["data"] == "fashion-mnist-scenes-single"
 
 
+def test_cifar_presets_hold_the_published_recipe():
+    study = build_study("cifar", None, {}, {})
+    assert study.model == ["resnet56"] and study.seed == [0, 1, 2, 3, 4] and study.positive_control == "se"
+    config = study.cells(Path("s"))[1].config
+    assert (config.data, config.epochs, config.batch_size, config.lr, config.weight_decay) == ("cifar100", 164, 128,
+                                                                                                 0.1, 5e-4)
+    assert (config.schedule, config.milestones, config.crop_pad, config.hflip) == ("step", [81, 122], 4, True)
+    assert config.attn == "se" and study.localization is None
+    cifar10 = build_study("cifar10", None, {}, {})
+    assert cifar10.recipe["data"] == "cifar10" and cifar10.positive_control is None
+
+
+@pytest.mark.slow
+def test_cifar_preset_runs_end_to_end_on_a_tiny_cifar100(tmp_path):
+    from test_data import write_cifar
+
+    from attnvision.data.cifar import CIFAR100
+
+    write_cifar(tmp_path / "data", CIFAR100, per_batch=48)
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, ["compare", "--preset", "cifar", "--model", "resnet20", "--attn", "none,se",
+                                      "--seed", "0", "--epochs", "2", "--milestones", "1", "--val-size", "16",
+                                      "--batch-size", "16", "--data-dir", str(tmp_path / "data"), "--jobs", "2",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "runs" / "se-s0" / "metrics.json").read_text())
+    assert config["data"] == "cifar100" and config["epochs"] == 2 and "test_final" in config
+    saved = (out / "runs" / "se-s0" / "config.yaml").read_text()
+    assert "milestones:\n- 1\n" in saved and "crop_pad: 4" in saved and "weight_decay: 0.0005" in saved
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert re.search(r"Positive control( FAILED)?: se", markdown) and "Holm verdict (5%)" in markdown
+    assert "positive_control: se" in (out / "study.yaml").read_text()
+
+
 def test_pareto_front_keeps_the_undominated_points():
     points = [(1.0, 90.0), (2.0, 91.0), (1.5, 89.0), (3.0, 90.5), (4.0, 92.0)]
     assert pareto_front(points) == [0, 1, 4]
