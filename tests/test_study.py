@@ -361,12 +361,15 @@ def test_seed_interval_holm_and_detectable_effect_on_synthetic_runs(tmp_path):
     eca_p = scipy_stats.ttest_rel(accuracy["eca"], accuracy["none"]).pvalue
     assert eca_p > expected.pvalue  # so Holm multiplies se's p by 2 and eca's by 1 (at least se's adjusted p)
     assert se["holm_p"] == pytest.approx(2 * expected.pvalue) and se["holm"] == "better"
-    assert rows["eca"]["holm_p"] == pytest.approx(max(eca_p, 2 * expected.pvalue)) and rows["eca"]["holm"] == "not significant"
-    assert se["delta"] == pytest.approx(sum(diffs) / 3) and se["test_final_mean"] == pytest.approx(82.1667 - 0.5, abs=1e-3)
+    assert rows["eca"]["holm_p"] == pytest.approx(max(eca_p, 2 * expected.pvalue))
+    assert rows["eca"]["holm"] == "not significant"
+    assert se["delta"] == pytest.approx(sum(diffs) / 3)
+    assert se["test_final_mean"] == pytest.approx(82.1667 - 0.5, abs=1e-3)
     pooled = (sum(torch.tensor(v).var().item() for v in accuracy.values()) / 3) ** 0.5  # equal n: mean of variances
     assert data["noise"]["sigma"] == pytest.approx(pooled, rel=1e-5) and data["noise"]["df"] == 6
     assert se["mde"] == pytest.approx(2.8 * pooled * (2 / 3) ** 0.5, rel=1e-5)
-    assert data["noise"]["binomial_se"] == pytest.approx(100 * (0.8 * 0.2 / 1000) ** 0.5) and data["noise"]["images"] == 1000
+    assert data["noise"]["binomial_se"] == pytest.approx(100 * (0.8 * 0.2 / 1000) ** 0.5)
+    assert data["noise"]["images"] == 1000
     assert data["positive_control"]["appeared"] is True
     markdown = markdown_of(data)
     assert "surviving: se (+2.17 pp" in markdown and "Positive control: se beats none" in markdown

@@ -51,8 +51,10 @@ POWER_FACTOR = 2.8  # z_{0.975} + z_{0.80} = 1.960 + 0.842
 
 def t_central(t: float, df: int) -> float:
     """P(|T| ≤ t) for Student's t with ``df`` ≥ 1 degrees of freedom (integer), exactly: with
-    θ = atan(|t|/√df), c = cos θ, A&S 26.7.3 (df odd) 2/π·(θ + sin θ·(c + 2/3·c³ + … + (2·4···(df−3))/
-    (1·3···(df−2))·c^(df−2))) and 26.7.4 (df even) sin θ·(1 + 1/2·c² + … + (1·3···(df−3))/(2·4···(df−2))·c^(df−2))."""
+    θ = atan(|t|/√df), c = cos θ, A&S 26.7.3 (df odd)
+        2/π·(θ + sin θ·(c + 2/3·c³ + … + (2·4···(df−3))/(1·3···(df−2))·c^(df−2)))
+    and 26.7.4 (df even)
+        sin θ·(1 + 1/2·c² + … + (1·3···(df−3))/(2·4···(df−2))·c^(df−2))."""
     if isinstance(df, bool) or not isinstance(df, int) or df < 1:
         raise ValueError(f"degrees of freedom must be a positive integer, got {df!r}")
     theta = math.atan(abs(t) / math.sqrt(df))

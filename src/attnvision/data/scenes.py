@@ -65,7 +65,8 @@ MAX_CLUTTER = 32  # most fragments per canvas
 
 
 def compose_scenes(images: torch.Tensor, labels: torch.Tensor, n: int, canvas_size: int,
-                   generator: torch.Generator, items: tuple[int, int] = ITEMS, clutter: int = 0) -> dict[str, torch.Tensor]:
+                   generator: torch.Generator, items: tuple[int, int] = ITEMS,
+                   clutter: int = 0) -> dict[str, torch.Tensor]:
     """Build ``n`` scenes of ``items[0]`` to ``items[1]`` items each (and ``clutter`` fragments,
     ``paste_clutter``) from source items ``images`` uint8 (M, 28, 28) with ``labels`` (M,).
 
@@ -202,7 +203,8 @@ def load_fashion_mnist_scenes(data_dir: str | Path | None = None, val_size: int 
         raise ValueError(f"items must be [fewest, most] items per canvas with 1 <= fewest <= most <= {MAX_ITEMS}, "
                          f"e.g. [1, 4]; got {items}")
     if isinstance(clutter, bool) or not isinstance(clutter, int) or not 0 <= clutter <= MAX_CLUTTER:
-        raise ValueError(f"clutter must be an integer in 0..{MAX_CLUTTER} (fragments per canvas; 0: none), got {clutter!r}")
+        raise ValueError(f"clutter must be an integer in 0..{MAX_CLUTTER} (fragments per canvas; 0: none), "
+                         f"got {clutter!r}")
     scenes = cached_scenes(data_dir, canvas_size, n_train, n_test, scene_seed, tuple(items), clutter)
     per_scene = {part: scenes[part]["boxes"].split(scenes[part]["counts"].tolist()) for part in ("train", "test")}
     # Split scene indices along with the images, so that targets and boxes follow the same permutation.

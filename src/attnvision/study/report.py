@@ -347,7 +347,7 @@ def statistics_note(study) -> str:
             "detects with 80% power at α = 0.05 given the discordant images observed (2.8·√(b+c)/N, mean over "
             "seeds). MDE, seeds: the difference the seeds run detect with 80% power at α = 0.05 (two-sided), "
             "2.8·σ·√(2/k) with k common seeds and σ the seed-to-seed std of the test metric pooled over all "
-            "configurations.")
+            "configurations (a normal approximation: with few seeds the t test needs a larger difference).")
 
 
 def resolution_note(data: dict) -> str:

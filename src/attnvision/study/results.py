@@ -29,10 +29,11 @@ Statistics (the conventions that change what a reader concludes):
 - **Resolvable difference**: 2.8·√(b + c)/N, the accuracy difference a two-sided McNemar test
   at α = 0.05 detects with 80% power given the b + c discordant images observed among N.
 - **Minimum detectable effect** over seeds: 2.8·σ·√(2/k) (two-sided α = 0.05, 80% power, k common
-  seeds per arm, the two-sample normal approximation), σ the seed-to-seed std of the test metric
-  pooled over all configurations with ≥ 2 seeds (Σ(n_i − 1)s_i² / Σ(n_i − 1)): every arm shares
-  the recipe, so pooling uses every seed run rather than the baseline's few. Beside it the test
-  set's own limit: the binomial s.e. √(p(1 − p)/N) of one run's accuracy at the baseline's p.
+  seeds per arm, the two-sample normal approximation, optimistic for a t test over few seeds), σ
+  the seed-to-seed std of the test metric pooled over all configurations with ≥ 2 seeds
+  (Σ(n_i − 1)s_i² / Σ(n_i − 1)): every arm shares the recipe, so pooling uses every seed run rather
+  than the baseline's few. Beside it the test set's own limit: the binomial s.e. √(p(1 − p)/N)
+  of one run's accuracy at the baseline's p.
 - **Positive control** (``Study.positive_control``): the configuration expected to beat the
   baseline (a published gain). It appeared when the lower end of its between-seed interval (one
   seed: of its bootstrap CI) is above 0; when it did not, no null result of the study is read.
