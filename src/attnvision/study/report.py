@@ -210,6 +210,7 @@ RUN_COLUMNS = (
     Column("", item("metric"), csv="metric", shown=()),
     Column("best val (%)", item("best_val"), csv="best_val"),
     Column("test (%)", item("test"), csv="test"),
+    Column("final epoch test (%)", item("test_final"), csv="test_final"),
     Column("", item("params"), csv="params", shown=()),
     Column("", item("macs"), csv="macs", shown=()),
     Column("epochs", item("epochs"), digits=0),
