@@ -238,3 +238,46 @@ def test_mcnemar_exact_and_paired_bootstrap():
     ci = paired_bootstrap(diff)
     assert ci["low"] < 0.2 < ci["high"] and ci["mean"] == pytest.approx(0.2)
     assert ci["high"] - ci["low"] < 0.02
+
+
+def test_t_distribution_matches_scipy():
+    from scipy import stats as scipy_stats
+
+    from attnvision.stats import t_central, t_quantile
+
+    for df in (1, 2, 3, 4, 5, 9, 10, 29, 30):
+        for t in (0.0, 0.3, 1.0, 2.1, 4.5, 60.0):
+            assert t_central(t, df) == pytest.approx(1 - 2 * scipy_stats.t.sf(t, df), abs=1e-12)
+        for q in (0.6, 0.9, 0.975, 0.995):
+            assert t_quantile(q, df) == pytest.approx(scipy_stats.t.ppf(q, df), rel=1e-9)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-6)  # the 5-seed interval's factor
+    with pytest.raises(ValueError, match="positive integer"):
+        t_central(1.0, 0)
+
+
+def test_paired_t_interval_and_p_match_scipy():
+    from scipy import stats as scipy_stats
+
+    from attnvision.stats import paired_t
+
+    diffs = [0.4, 1.1, -0.2, 0.9, 0.6]
+    result = paired_t(diffs)
+    expected = scipy_stats.ttest_1samp(diffs, 0.0)
+    low, high = expected.confidence_interval(0.95)
+    assert result["p"] == pytest.approx(expected.pvalue, rel=1e-9)
+    assert (result["low"], result["high"]) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+    assert result["mean"] == pytest.approx(0.56) and result["n"] == 5
+    assert paired_t([0.5]) is None  # one seed: no between-seed interval
+    same = paired_t([0.3, 0.3, 0.3])
+    assert same["low"] == same["high"] == pytest.approx(0.3) and same["p"] == 0.0
+    assert paired_t([0.0, 0.0])["p"] == 1.0
+
+
+def test_holm_adjusts_step_down():
+    from attnvision.stats import holm
+
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5})
+    # sorted 0.01, 0.03, 0.04, 0.5: × 4, 3, 2, 1, each at least the one before
+    assert adjusted == pytest.approx({"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.5})
+    assert holm({"a": 0.3, "b": 0.6}) == pytest.approx({"a": 0.6, "b": 0.6})
+    assert holm({"a": 0.02}) == {"a": 0.02} and holm({}) == {}

@@ -414,6 +414,48 @@ def test_scenes_compose_by_max() -> None:
     assert torch.equal(out["images"][:, 0], union.to(torch.uint8) * 255)
 
 
+def test_scene_clutter_lies_outside_the_boxes_that_stay_the_items_own() -> None:
+    images = torch.full((3, 28, 28), 255, dtype=torch.uint8)  # white items: fragments are 0.4 · 255 → 102
+
+    def compose(clutter: int) -> dict:
+        return scenes_module.compose_scenes(images, torch.tensor([0, 4, 9]), 40, 64, torch.Generator().manual_seed(0),
+                                            (1, 1), clutter)
+
+    plain, cluttered = compose(0), compose(6)
+    assert torch.equal(plain["boxes"], cluttered["boxes"]) and torch.equal(plain["targets"], cluttered["targets"])
+    inside = torch.zeros(40, 64, 64, dtype=torch.bool)
+    for i, (x0, y0, x1, y1, _) in enumerate(plain["boxes"].tolist()):
+        inside[i, y0:y1, x0:x1] = True
+    canvas = cluttered["images"][:, 0]
+    assert (canvas[inside] == 255).all()  # the item is unchanged (the max keeps it)
+    assert set(canvas[~inside].unique().tolist()) == {0, 102}  # fragments at low contrast outside it
+    per_scene = ((canvas == 102) & ~inside).flatten(1).sum(1)
+    assert (per_scene > 0).float().mean() > 0.9 and per_scene.max() <= 6 * 14 * 14
+    assert (plain["images"][:, 0][~inside] == 0).all()
+    assert torch.equal(compose(6)["images"], cluttered["images"])  # deterministic
+
+
+def test_scene_clutter_option_keeps_the_cache_of_scenes_without_it(fmnist_dir, cache) -> None:
+    import hashlib
+    import json
+
+    plain = load_dataset("fashion-mnist-scenes-single", data_dir=fmnist_dir, val_size=10, n_train=60, n_test=20)
+    cluttered = load_dataset("fashion-mnist-scenes-single", data_dir=fmnist_dir, val_size=10, n_train=60, n_test=20,
+                             clutter=4)
+    for part in ("train", "val", "test"):
+        assert all(torch.equal(a, b) for a, b in zip(plain.extras["boxes"][part], cluttered.extras["boxes"][part]))
+        assert torch.equal(getattr(plain, part).targets, getattr(cluttered, part).targets)
+        assert not torch.equal(getattr(plain, part).images, getattr(cluttered, part).images)
+    _, source_hash = scenes_module.read_sources(fmnist_dir)
+    params = {"version": 1, "canvas_size": 64, "n_train": 60, "n_test": 20, "scene_seed": 0, "items": [1, 1],
+              "scales": [0.75, 1.5], "source": source_hash}  # the key of every scene cache before clutter existed
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+    files = {f.name for f in (cache / "fashion-mnist-scenes").glob("*.pt")}
+    assert len(files) == 2 and f"scenes-64px-{key}.pt" in files
+    with pytest.raises(ValueError, match=r"clutter must be an integer in 0\.\.32"):
+        scenes(fmnist_dir, clutter=-1)
+
+
 def test_scenes_source_images_stay_in_their_split(tmp_path, cache) -> None:
     # Blank Fashion-MNIST training images: train scenes must be blank, test scenes not.
     root = tiny_fashion_mnist(tmp_path / "fm", n_train=50, n_test=20)

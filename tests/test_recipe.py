@@ -112,6 +112,34 @@ def test_linear_and_onecycle_schedules():
         TrainConfig(mixup_prob=0.6, cutmix_prob=0.6).validate()
 
 
+def test_step_schedule_decays_at_milestones():
+    cfg = TrainConfig(epochs=8, warmup_epochs=0, schedule="step", milestones=[4, 6], step_gamma=0.1)
+    factor = lr_factor(cfg, 10)
+    assert [factor(s) for s in (0, 39, 40, 59, 60, 79)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    every = lr_factor(TrainConfig(epochs=8, warmup_epochs=0, schedule="step", step_epochs=3), 10)
+    assert [every(s) for s in (29, 30, 60)] == pytest.approx([1, 0.1, 0.01])  # no milestones: every step-epochs
+    cfg.validate()
+    for milestones, message in (([6, 4], "increasing"), ([4, 8], "increasing"), ([0, 4], "increasing"),
+                                ([4, 4], "increasing"), ([2.5], "increasing")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(epochs=8, schedule="step", milestones=milestones).validate()
+    with pytest.raises(ValueError, match="need --schedule step"):
+        TrainConfig(milestones=[4]).validate()
+
+
+def test_milestones_is_a_comma_separated_flag(fmnist_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from attnvision.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data-dir", str(fmnist_dir), "--val-size", "100", "--train-subset",
+                                      "64", "--epochs", "2", "--batch-size", "32", "--schedule", "step",
+                                      "--milestones", "1", "--warmup-epochs", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "last.pt")["config"]["milestones"] == [1]
+
+
 def test_flip_averaging_is_the_mean_of_both_views():
     from lightning.fabric import Fabric
 

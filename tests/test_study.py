@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from attnvision.cli import app
 from attnvision.study.grid import PRESETS, Study, build_study
 from attnvision.study.layout import REPORT_HTML, REPORT_MD
-from attnvision.study.report import (GALLERY_CAPTION, TEMPLATES, Cell, Document, Row, Section, Table, pareto_front,
-                                     render)
-from attnvision.study.results import paired_comparison
+from attnvision.study.report import (CONFIGURATION_COLUMNS, GALLERY_CAPTION, TEMPLATES, Cell, Document, Row, Section,
+                                     Table, document, pareto_front, render)
+from attnvision.study.results import configuration_rows, paired_comparison, positive_control, seed_noise
 from attnvision.run_folder import PREDICTIONS
 
 
@@ -261,6 +261,40 @@ def test_quick_preset_compares_the_proposal_modules():
     assert PRESETS["quick"]["localization"]["data"] == "fashion-mnist-scenes-single"
 
 
+def test_cifar_presets_hold_the_published_recipe():
+    study = build_study("cifar", None, {}, {})
+    assert study.model == ["resnet56"] and study.seed == [0, 1, 2, 3, 4] and study.positive_control == "se"
+    config = study.cells(Path("s"))[1].config
+    assert (config.data, config.epochs, config.batch_size, config.lr, config.weight_decay) == ("cifar100", 164, 128,
+                                                                                                 0.1, 5e-4)
+    assert (config.schedule, config.milestones, config.crop_pad, config.hflip) == ("step", [81, 122], 4, True)
+    assert config.attn == "se" and study.localization is None
+    cifar10 = build_study("cifar10", None, {}, {})
+    assert cifar10.recipe["data"] == "cifar10" and cifar10.positive_control is None
+
+
+@pytest.mark.slow
+def test_cifar_preset_runs_end_to_end_on_a_tiny_cifar100(tmp_path):
+    from test_data import write_cifar
+
+    from attnvision.data.cifar import CIFAR100
+
+    write_cifar(tmp_path / "data", CIFAR100, per_batch=48)
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, ["compare", "--preset", "cifar", "--model", "resnet20", "--attn", "none,se",
+                                      "--seed", "0", "--epochs", "2", "--milestones", "1", "--val-size", "16",
+                                      "--batch-size", "16", "--data-dir", str(tmp_path / "data"), "--jobs", "2",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "runs" / "se-s0" / "metrics.json").read_text())
+    assert config["data"] == "cifar100" and config["epochs"] == 2 and "test_final" in config
+    saved = (out / "runs" / "se-s0" / "config.yaml").read_text()
+    assert "milestones:\n- 1\n" in saved and "crop_pad: 4" in saved and "weight_decay: 0.0005" in saved
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert re.search(r"Positive control( FAILED)?: se", markdown) and "Holm verdict (5%)" in markdown
+    assert "positive_control: se" in (out / "study.yaml").read_text()
+
+
 def test_pareto_front_keeps_the_undominated_points():
     points = [(1.0, 90.0), (2.0, 91.0), (1.5, 89.0), (3.0, 90.5), (4.0, 92.0)]
     assert pareto_front(points) == [0, 1, 4]
@@ -282,6 +316,87 @@ def test_paired_comparison_counts_discordant_images(tmp_path):
     assert result["per_seed"][0]["p"] == pytest.approx(2 / 2**10)
     assert result["ci"]["mean"] == pytest.approx(10.0) and result["ci"]["low"] > 0
     assert result["resolvable"] == pytest.approx(100 * 2.8 * 10**0.5 / 100)
+
+
+def synthetic_study(tmp_path: Path, study: Study, accuracy: dict[str, list[float]], images: int = 1000) -> dict:
+    """The report's data for finished runs with these test accuracies per configuration and seed, each
+    with saved predictions right on its first accuracy·N/100 test images; no training."""
+    targets = torch.zeros(images, dtype=torch.long)
+    runs = []
+    for name, values in accuracy.items():
+        for seed, acc in zip(study.seed, values):
+            folder = tmp_path / f"{name}-s{seed}"
+            folder.mkdir()
+            logits = torch.zeros(images, 2)
+            logits[: round(acc * images / 100), 0] = 1
+            logits[round(acc * images / 100):, 1] = 1
+            torch.save({"split": "test", "logits": logits.half(), "targets": targets}, folder / PREDICTIONS)
+            runs.append({"part": "runs", "cell": f"{name}-s{seed}", "configuration": name, "seed": seed,
+                         "folder": str(folder), "status": "finished", "metric": "acc", "task": "single",
+                         "test": acc, "test_final": acc - 0.5, "best_val": acc, "params": 1, "macs": 1,
+                         "epoch_time_s": 1.0, "train_time_s": 1.0, "images_per_s": 1.0, "threads": 1, "history": []})
+    configurations = configuration_rows(study, runs, {})
+    return {"study": study, "out": tmp_path, "runs": runs, "configurations": configurations, "curves": {},
+            "localization": [], "explain": None, "environment": {}, "cost_settings": None,
+            "noise": seed_noise(configurations), "positive_control": positive_control(study, configurations)}
+
+
+def markdown_of(data: dict) -> str:
+    return render(document(data, {}, None), REPORT_MD)
+
+
+def test_seed_interval_holm_and_detectable_effect_on_synthetic_runs(tmp_path):
+    from scipy import stats as scipy_stats
+
+    study = Study(attn=[None, "se", "eca"], seed=[0, 1, 2], positive_control="se")
+    accuracy = {"none": [80.0, 80.5, 79.5], "se": [82.0, 82.6, 81.9], "eca": [80.2, 80.1, 80.9]}
+    data = synthetic_study(tmp_path, study, accuracy)
+    rows = {r["configuration"]: r for r in data["configurations"]}
+    diffs = [a - b for a, b in zip(accuracy["se"], accuracy["none"])]
+    expected = scipy_stats.ttest_rel(accuracy["se"], accuracy["none"])
+    low, high = expected.confidence_interval(0.95)
+    se = rows["se"]
+    assert se["seed_ci"]["low"] == pytest.approx(low) and se["seed_ci"]["high"] == pytest.approx(high)
+    assert se["p"] == pytest.approx(expected.pvalue) and se["p_test"] == "t over seeds"
+    eca_p = scipy_stats.ttest_rel(accuracy["eca"], accuracy["none"]).pvalue
+    assert eca_p > expected.pvalue  # so Holm multiplies se's p by 2 and eca's by 1 (at least se's adjusted p)
+    assert se["holm_p"] == pytest.approx(2 * expected.pvalue) and se["holm"] == "better"
+    assert rows["eca"]["holm_p"] == pytest.approx(max(eca_p, 2 * expected.pvalue))
+    assert rows["eca"]["holm"] == "not significant"
+    assert se["delta"] == pytest.approx(sum(diffs) / 3)
+    assert se["test_final_mean"] == pytest.approx(82.1667 - 0.5, abs=1e-3)
+    pooled = (sum(torch.tensor(v).var().item() for v in accuracy.values()) / 3) ** 0.5  # equal n: mean of variances
+    assert data["noise"]["sigma"] == pytest.approx(pooled, rel=1e-5) and data["noise"]["df"] == 6
+    assert se["mde"] == pytest.approx(2.8 * pooled * (2 / 3) ** 0.5, rel=1e-5)
+    assert data["noise"]["binomial_se"] == pytest.approx(100 * (0.8 * 0.2 / 1000) ** 0.5)
+    assert data["noise"]["images"] == 1000
+    assert data["positive_control"]["appeared"] is True
+    markdown = markdown_of(data)
+    assert "surviving: se (+2.17 pp" in markdown and "Positive control: se beats none" in markdown
+    assert "binomial standard error of 1.26 pp" in markdown and "MDE, seeds (pp)" in markdown
+    assert "| 95% CI of Δ, seeds |" in markdown and "| final epoch test acc (%) |" in markdown
+    csv_fields = {c.csv for c in CONFIGURATION_COLUMNS}
+    assert {"test_final", "seed_ci_low", "seed_ci_high", "p", "p_test", "holm_p", "holm", "mde"} <= csv_fields
+
+
+def test_one_seed_uses_mcnemar_in_holm_and_a_failed_control_is_said(tmp_path):
+    study = Study(attn=[None, "se", "eca"], seed=[0], positive_control="se")
+    data = synthetic_study(tmp_path, study, {"none": [80.0], "se": [79.8], "eca": [83.0]})
+    rows = {r["configuration"]: r for r in data["configurations"]}
+    assert rows["se"]["seed_ci"] is None and rows["se"]["p_test"] == "McNemar" and "mde" not in rows["se"]
+    assert rows["eca"]["holm_p"] == pytest.approx(min(1, 2 * rows["eca"]["paired"]["per_seed"][0]["p"]))
+    assert rows["eca"]["holm"] == "better" and rows["se"]["holm"] == "not significant"
+    assert data["positive_control"]["appeared"] is False
+    markdown = markdown_of(data)
+    assert "Positive control FAILED: se" in markdown and "no null result in it should be read" in markdown
+    assert "seed-to-seed variation is not measured" in markdown and "(McNemar)" in markdown
+
+
+def test_positive_control_must_be_a_compared_configuration():
+    with pytest.raises(ValueError, match="positive_control 'cbam' is not a configuration other than the baseline"):
+        Study(attn=[None, "se"], positive_control="cbam").check()
+    with pytest.raises(ValueError, match="positive_control 'none'"):
+        Study(attn=[None, "se"], positive_control="none").check()
 
 
 # ----------------------------------------------------------------------------- the real browser

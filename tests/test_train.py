@@ -98,6 +98,25 @@ def test_eval_reproduces_test_accuracy(fmnist_dir, tmp_path):
     assert json.loads(cli.output)["acc"] == pytest.approx(metrics["test"]["acc"], abs=1e-9)
 
 
+def test_final_epoch_is_scored_on_test_when_it_is_not_the_best(fmnist_dir, tmp_path, monkeypatch):
+    real_validate, calls = train_mod.validate, []
+
+    def first_epoch_best(run):
+        calls.append(1)
+        return {**real_validate(run), "acc": 100.0 - len(calls)}  # validation says epoch 1 is best
+
+    monkeypatch.setattr(train_mod, "validate", first_epoch_best)
+    metrics = train(tiny_config(fmnist_dir, tmp_path / "run"), progress=False)
+    assert metrics["best_val"]["epoch"] == 1 and metrics["test"]["epoch"] == 1
+    assert metrics["test_final"]["checkpoint"] == "last.pt" and metrics["test_final"]["epoch"] == 2
+    last = evaluate_checkpoint(tmp_path / "run" / "last.pt")
+    assert metrics["test_final"]["acc"] == pytest.approx(last["acc"], abs=1e-9)
+    assert metrics["test"]["acc"] == pytest.approx(evaluate_checkpoint(tmp_path / "run" / "best.pt")["acc"], abs=1e-9)
+    monkeypatch.setattr(train_mod, "validate", real_validate)
+    again = train(replace(tiny_config(fmnist_dir, tmp_path / "again"), epochs=1), progress=False)
+    assert again["test_final"] == again["test"]  # the best epoch is the last: the same weights, scored once
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ck.pt"
     save_checkpoint({"epoch": 1}, path)

@@ -73,7 +73,7 @@ MODEL_SHORTCUTS = {  # CLI-only flags that fill model_kw
 def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """One CLI option per TrainConfig field, from its type, default and help (the single source of
     truth), plus ``MODEL_SHORTCUTS``. Fields in ``lists`` take comma-separated lists (grid axes);
-    dict fields take JSON."""
+    dict fields take JSON, list fields (milestones) a comma-separated list."""
     from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
@@ -88,6 +88,8 @@ def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
             option = typer.Option(None, flag, help=f"{help_text}; a comma-separated list is one axis of the grid{none}")
         elif hint is dict:
             annotation, option = Optional[str], typer.Option(None, flag, help=help_text)
+        elif hint == list[int]:
+            annotation, option = Optional[str], typer.Option(None, flag, help=f"{help_text}; comma-separated")
         elif hint is bool:
             annotation = bool
             option = typer.Option(f.default, f"{flag}/--no-{f.name.replace('_', '-')}", help=help_text)
@@ -139,6 +141,8 @@ def config_overrides(options: dict, given: list[str]) -> dict:
     for name in ("data_kw", "model_kw"):
         if name in out:
             out[name] = parse_json_dict("--" + name.replace("_", "-"), out[name])
+    if "milestones" in out:  # the one list-valued option
+        out["milestones"] = parse_list("milestones", out["milestones"], int) if out["milestones"].strip() else []
     shortcuts = {name: options[name] for name in given if name in MODEL_SHORTCUTS}
     if shortcuts:
         head_kw = {k: shortcuts[k] for k in ("heads", "lam") if k in shortcuts}
@@ -370,16 +374,21 @@ def parse_list(option: str, text: str, kind=str) -> list:
 @with_config_options(lists=GRID_AXES, exclude=("out",))
 def compare(
     ctx: typer.Context,
-    preset: Optional[str] = typer.Option(None, help="quick (what `make demo` runs, minutes on a CPU) or full "
-                                         "(the full-length recipe, 5 seeds: for a GPU machine)"),
+    preset: Optional[str] = typer.Option(None, help="quick (what `make demo` runs, minutes on a CPU), full "
+                                         "(the full-length Fashion-MNIST recipe, 5 seeds), cifar (ResNet-56 on "
+                                         "CIFAR-100, 164 epochs, 5 seeds, SE as positive control) or cifar10: the "
+                                         "last three for a GPU machine"),
     grid: Optional[str] = typer.Option(None, help="a grid YAML file (keys: model, attn, head, seed as lists, "
-                                       "recipe, localization, baseline, explain_images), e.g. a study's study.yaml"),
+                                       "recipe, localization, baseline, positive_control, explain_images), e.g. a "
+                                       "study's study.yaml"),
     out: str = typer.Option("runs/study", help="study folder"),
     localization: Optional[str] = typer.Option(
         None, help="options of the localisation part as JSON (e.g. '{\"data\": \"fashion-mnist-scenes-single\", "
                    "\"epochs\": 3}'), or 'none' for no such part"),
     baseline: Optional[str] = typer.Option(None, help="the configuration the others are tested against "
                                            "(default: the first)"),
+    positive_control: Optional[str] = typer.Option(None, help="a configuration expected to beat the baseline (a "
+                                                   "published gain): the report says whether it did"),
     explain_images: Optional[int] = typer.Option(None, min=1, help="test images explained per localisation run"),
     faithfulness_images: Optional[int] = typer.Option(None, min=1, help="of those, how many also get "
                                                       "deletion/insertion scores (the costly part)"),
@@ -400,7 +409,8 @@ def compare(
     axes = {name: parse_list(name, options[name], int if name == "seed" else str) for name in GRID_AXES if name in given}
     jobs, threads = default_jobs(jobs)
     recipe = config_overrides(options, [name for name in given if name not in GRID_AXES])
-    settings = {k: v for k, v in (("baseline", baseline), ("explain_images", explain_images),
+    settings = {k: v for k, v in (("baseline", baseline), ("positive_control", positive_control),
+                                  ("explain_images", explain_images),
                                   ("faithfulness_images", faithfulness_images)) if v is not None}
     if localization is not None:
         settings["localization"] = None if localization == "none" else parse_json_dict("--localization", localization)

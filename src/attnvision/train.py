@@ -8,13 +8,15 @@ or several CPU processes over gloo); everything else is a plain PyTorch loop:
 ``train`` claims the run folder (``run_folder``: its file names and lock), then runs the phases
 
     set_up → restore (on resume) → per epoch: train_epoch (train_step × steps) → validate → record_epoch
-           → save_epoch → score_best_on_test → finish (metrics.json)
+           → save_epoch → score_last_on_test → score_best_on_test → finish (metrics.json)
 
 with the run's progress in one ``Progress`` object: ``checkpoint_state`` (what ``last.pt`` holds)
 and ``restore`` (what a resume reads back) sit side by side. What a run *is* lives in ``config``,
 how a run is rebuilt and scored in ``evaluate``; nothing outside the trainer needs this module.
 The checkpoint is chosen on the validation split (``evaluate.selection_metric``); the test split
-is evaluated once, with the best-validation weights, at the end.
+is evaluated once, with the best-validation weights, at the end (``test`` in metrics.json), and,
+when the best epoch is not the last, once more with the last epoch's weights (``test_final``: what
+a recipe that keeps its final weights would report; never used for selection).
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
 
     - cosine / linear: linear warm-up to 1 over ``warmup_epochs``, then cosine or linear decay to 0
       at the last step;
-    - step: warm-up, then × ``step_gamma`` every ``step_epochs`` epochs (counted from step 0);
+    - step: warm-up, then × ``step_gamma`` every ``step_epochs`` epochs (counted from step 0), or
+      after each epoch listed in ``milestones`` when it lists any;
     - onecycle (Smith & Topin 2019): a linear rise from 1/25 to 1 over the first 30% of steps, then
       cosine decay to 1/25e4 at the last step. Deviations: torch's OneCycleLR rises along a cosine
       too, and the paper also cycles momentum inversely; here momentum stays fixed.
@@ -95,6 +98,8 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if cfg.schedule == "step":
+            if cfg.milestones:
+                return cfg.step_gamma ** sum(step >= m * steps_per_epoch for m in cfg.milestones)
             return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
         progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
         if cfg.schedule == "linear":
@@ -422,6 +427,16 @@ def save_epoch(run: Run, progress: Progress, is_best: bool) -> None:
           flush=True)
 
 
+def score_last_on_test(run: Run, progress: Progress) -> dict | None:
+    """The last epoch's weights (still in the model) scored on the test split, when the best
+    validation epoch is another one (None otherwise: ``test`` holds the same weights' scores)."""
+    if progress.best["epoch"] == progress.epoch:
+        return None
+    logits, targets = predict(run.fabric, run.evaluated_model, split_loader(run.cfg, run.bundle, "test", run.fabric),
+                              run.cfg.tta_hflip)
+    return {"checkpoint": LAST, "epoch": progress.epoch, **split_scores(logits, targets, run.loss_fn, run.task)}
+
+
 def score_best_on_test(run: Run, progress: Progress) -> dict:
     """Evaluate the test split once, with the best validation epoch's weights; rank 0 saves the
     per-image logits (``PREDICTIONS``) for paired tests between runs on the same images."""
@@ -442,8 +457,9 @@ def score_best_on_test(run: Run, progress: Progress) -> dict:
     return {"checkpoint": BEST, "epoch": best_epoch, **split_scores(logits, targets, run.loss_fn, run.task)}
 
 
-def finish(run: Run, progress: Progress, test: dict, wall_time_s: float) -> dict:
-    """metrics.json: what the run is, its best validation and test scores, its costs."""
+def finish(run: Run, progress: Progress, test: dict, test_final: dict | None, wall_time_s: float) -> dict:
+    """metrics.json: what the run is, its best validation and test scores (``test_final``: the last
+    epoch's, the same as ``test`` when the best epoch is the last), its costs."""
     cfg, fabric, history = run.cfg, run.fabric, progress.history
     metrics = {
         "status": "completed",
@@ -456,6 +472,7 @@ def finish(run: Run, progress: Progress, test: dict, wall_time_s: float) -> dict
         "final": history[-1],
         "best_val": progress.best,
         "test": test,
+        "test_final": test if test_final is None else test_final,
         "train_time_s": progress.train_time_s,
         "wall_time_s": wall_time_s,
         "images_per_s": sum(r["images_per_s"] * r["epoch_time_s"] for r in history) / progress.train_time_s,
@@ -486,5 +503,6 @@ def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, show_progres
         val = validate(run)
         save_epoch(run, progress, record_epoch(run, progress, trained, val))
         fabric.barrier()
+    test_final = score_last_on_test(run, progress)
     test = score_best_on_test(run, progress)
-    return finish(run, progress, test, time.perf_counter() - wall_start)
+    return finish(run, progress, test, test_final, time.perf_counter() - wall_start)

@@ -15,6 +15,16 @@ Target: multi-hot over the 10 Fashion-MNIST classes present (two items may share
 ``fashion-mnist-scenes-single`` is the single-label variant for localisation studies of
 single-label models: one item per canvas (``items = (1, 1)``, the same generator), target = that
 item's class index, and its box kept likewise.
+Clutter (``clutter`` = c > 0, default 0: off): c fragments per canvas, each a 14×14 crop at a
+uniform position of a uniformly drawn source image of the same split (another item, or the same
+class by chance), its brightness scaled to 40%, pasted at a uniform position anywhere in the
+canvas by the same pixel-wise max. Fragments are dimmer than the items, carry other classes'
+texture, and may reach into an item's box; the boxes stay the items' own (computed from the item
+alone). They make the background hold object-like distractors, so that a model or map that
+looks at the object is told apart from one that looks at any texture. The fragments are drawn
+from the generator after everything else, so scenes and boxes are those of c = 0 plus the
+fragments, and c = 0 builds exactly the scenes (and cache files) of before.
+
 Boxes: ``extras["boxes"][split]`` is a list with one int64 (k, 5) tensor per image, rows
 (x0, y0, x1, y1, class): the tightest box around the item's non-zero pixels after resizing, in
 pixel coordinates with x1, y1 exclusive (the box covers canvas[y0:y1, x0:x1]).
@@ -49,12 +59,16 @@ ITEMS = (1, 4)  # default fewest and most items per canvas
 MAX_ITEMS = 8
 SCALES = (0.75, 1.5)  # item size range as a multiple of 28 px
 VERSION = 1  # part of the cache key: bump it whenever generation changes
+FRAGMENT = 14  # clutter: side of a fragment in pixels (a quarter of a 28-px item)
+FRAGMENT_CONTRAST = 0.4  # clutter: a fragment's brightness relative to its source image
+MAX_CLUTTER = 32  # most fragments per canvas
 
 
 def compose_scenes(images: torch.Tensor, labels: torch.Tensor, n: int, canvas_size: int,
-                   generator: torch.Generator, items: tuple[int, int] = ITEMS) -> dict[str, torch.Tensor]:
-    """Build ``n`` scenes of ``items[0]`` to ``items[1]`` items each from source items ``images``
-    uint8 (M, 28, 28) with ``labels`` (M,).
+                   generator: torch.Generator, items: tuple[int, int] = ITEMS,
+                   clutter: int = 0) -> dict[str, torch.Tensor]:
+    """Build ``n`` scenes of ``items[0]`` to ``items[1]`` items each (and ``clutter`` fragments,
+    ``paste_clutter``) from source items ``images`` uint8 (M, 28, 28) with ``labels`` (M,).
 
     Returns images uint8 (n, 1, S, S), targets float32 (n, 10), boxes int64 (K, 5) of all K items
     in scene order, counts int64 (n,) items per scene (so ``boxes.split(counts.tolist())``)."""
@@ -83,10 +97,30 @@ def compose_scenes(images: torch.Tensor, labels: torch.Tensor, n: int, canvas_si
         flat = corner[sel, None, None] + offset  # (G, s, s)
         canvas.scatter_reduce_(0, flat.flatten(), item.flatten(), "amax")  # max: order-independent
         boxes[sel, :4] = tight_boxes(item) + torch.stack([x0[sel], y0[sel]] * 2, 1)
+    if clutter:
+        paste_clutter(canvas, images, n, canvas_size, clutter, generator)
     targets = torch.zeros(n, len(CLASSES))
     targets[scene, boxes[:, 4]] = 1.0
     return {"images": canvas.view(n, 1, canvas_size, canvas_size), "targets": targets,
             "boxes": boxes, "counts": counts}
+
+
+def paste_clutter(canvas: torch.Tensor, images: torch.Tensor, n: int, canvas_size: int, clutter: int,
+                  generator: torch.Generator) -> None:
+    """Paste ``clutter`` fragments per scene into the flat uint8 ``canvas`` (n·S·S) by max, all in
+    one batch: FRAGMENT² crops of random ``images`` at random offsets, scaled by FRAGMENT_CONTRAST
+    (rounded), at uniform positions entirely inside the canvas."""
+    k = n * clutter
+    scene = torch.arange(n).repeat_interleave(clutter)
+    source = torch.randint(0, len(images), (k,), generator=generator)
+    crop_y, crop_x = torch.randint(0, images.shape[-1] - FRAGMENT + 1, (2, k), generator=generator)
+    y0, x0 = torch.randint(0, canvas_size - FRAGMENT + 1, (2, k), generator=generator)
+    ar = torch.arange(FRAGMENT)
+    fragments = images[source[:, None, None], (crop_y[:, None] + ar)[:, :, None], (crop_x[:, None] + ar)[:, None, :]]
+    fragments = fragments.float().mul_(FRAGMENT_CONTRAST).add_(0.5).to(torch.uint8)  # (k, F, F)
+    corner = (scene * canvas_size + y0) * canvas_size + x0
+    flat = corner[:, None, None] + ar[:, None] * canvas_size + ar
+    canvas.scatter_reduce_(0, flat.flatten(), fragments.flatten(), "amax")
 
 
 def tight_boxes(items: torch.Tensor) -> torch.Tensor:
@@ -118,23 +152,27 @@ def read_sources(data_dir: str | Path | None) -> tuple[dict[str, torch.Tensor], 
 
 
 def build_scenes(sources: dict[str, torch.Tensor], canvas_size: int, n_train: int, n_test: int,
-                 scene_seed: int, items: tuple[int, int] = ITEMS) -> dict[str, dict[str, torch.Tensor]]:
+                 scene_seed: int, items: tuple[int, int] = ITEMS, clutter: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """Train and test scenes (``compose_scenes`` output per split) plus "stats": the train
     scenes' mean and std, tuples of one float."""
     out = {}
     for offset, (part, n) in enumerate((("train", n_train), ("test", n_test))):
         g = torch.Generator().manual_seed(2 * scene_seed + offset)  # distinct streams per split and seed
-        out[part] = compose_scenes(sources[f"{part}_images"], sources[f"{part}_labels"], n, canvas_size, g, items)
+        out[part] = compose_scenes(sources[f"{part}_images"], sources[f"{part}_labels"], n, canvas_size, g, items,
+                                   clutter)
     out["stats"] = dict(zip(("mean", "std"), channel_stats(out["train"]["images"])))
     return out
 
 
 def cached_scenes(data_dir: str | Path | None, canvas_size: int, n_train: int, n_test: int,
-                  scene_seed: int, items: tuple[int, int]) -> dict[str, dict[str, torch.Tensor]]:
-    """``build_scenes`` output, read from the cache when built before with the same key."""
+                  scene_seed: int, items: tuple[int, int], clutter: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """``build_scenes`` output, read from the cache when built before with the same key (clutter
+    enters the key only when on, so scenes without it keep their cache files)."""
     sources, source_hash = read_sources(data_dir)
     params = {"version": VERSION, "canvas_size": canvas_size, "n_train": n_train, "n_test": n_test,
               "scene_seed": scene_seed, "items": list(items), "scales": SCALES, "source": source_hash}
+    if clutter:
+        params["clutter"] = [clutter, FRAGMENT, FRAGMENT_CONTRAST]
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_root() / "fashion-mnist-scenes" / f"scenes-{canvas_size}px-{key}.pt"
     if path.is_file():
@@ -142,16 +180,17 @@ def cached_scenes(data_dir: str | Path | None, canvas_size: int, n_train: int, n
             return read_torch_file(path, "scene cache")
         except ValueError:  # unreadable (e.g. a disk error or a cut write): rebuild over it
             pass
-    scenes = build_scenes(sources, canvas_size, n_train, n_test, scene_seed, items)
+    scenes = build_scenes(sources, canvas_size, n_train, n_test, scene_seed, items, clutter)
     atomic_torch_save(scenes, path)
     return scenes
 
 
 def load_fashion_mnist_scenes(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0,
                               canvas_size: int = 64, n_train: int = 60000, n_test: int = 10000,
-                              scene_seed: int = 0, items: tuple[int, int] | list[int] = ITEMS) -> DatasetBundle:
+                              scene_seed: int = 0, items: tuple[int, int] | list[int] = ITEMS,
+                              clutter: int = 0) -> DatasetBundle:
     """Train (``n_train`` − ``val_size``) / val (``val_size``, seeded by ``seed``) / test
-    (``n_test``) scenes of ``items[0]`` to ``items[1]`` items; uint8 (N, 1, canvas_size,
+    (``n_test``) scenes of ``items[0]`` to ``items[1]`` items (and ``clutter`` fragments); uint8 (N, 1, canvas_size,
     canvas_size), float32 targets (N, 10) in {0, 1}; boxes in ``extras["boxes"]["train" | "val" |
     "test"]``. ``data_dir``: the Fashion-MNIST files."""
     if not CANVAS_SIZES[0] <= canvas_size <= CANVAS_SIZES[1]:
@@ -163,7 +202,10 @@ def load_fashion_mnist_scenes(data_dir: str | Path | None = None, val_size: int 
             or not all(isinstance(v, int) for v in items) or not 1 <= items[0] <= items[1] <= MAX_ITEMS):
         raise ValueError(f"items must be [fewest, most] items per canvas with 1 <= fewest <= most <= {MAX_ITEMS}, "
                          f"e.g. [1, 4]; got {items}")
-    scenes = cached_scenes(data_dir, canvas_size, n_train, n_test, scene_seed, tuple(items))
+    if isinstance(clutter, bool) or not isinstance(clutter, int) or not 0 <= clutter <= MAX_CLUTTER:
+        raise ValueError(f"clutter must be an integer in 0..{MAX_CLUTTER} (fragments per canvas; 0: none), "
+                         f"got {clutter!r}")
+    scenes = cached_scenes(data_dir, canvas_size, n_train, n_test, scene_seed, tuple(items), clutter)
     per_scene = {part: scenes[part]["boxes"].split(scenes[part]["counts"].tolist()) for part in ("train", "test")}
     # Split scene indices along with the images, so that targets and boxes follow the same permutation.
     train, val = split_train_val(Split(scenes["train"]["images"], torch.arange(n_train)), val_size, seed)
@@ -181,10 +223,11 @@ def load_fashion_mnist_scenes(data_dir: str | Path | None = None, val_size: int 
 
 def load_fashion_mnist_single_scenes(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0,
                                      canvas_size: int = 64, n_train: int = 60000, n_test: int = 10000,
-                                     scene_seed: int = 0) -> DatasetBundle:
+                                     scene_seed: int = 0, clutter: int = 0) -> DatasetBundle:
     """Single-label scenes: one item per canvas, int64 class targets (N,), its box in
     ``extras["boxes"][split]`` (one (1, 5) tensor per image), otherwise as ``load_fashion_mnist_scenes``."""
-    bundle = load_fashion_mnist_scenes(data_dir, val_size, seed, canvas_size, n_train, n_test, scene_seed, (1, 1))
+    bundle = load_fashion_mnist_scenes(data_dir, val_size, seed, canvas_size, n_train, n_test, scene_seed, (1, 1),
+                                       clutter)
     for split in (bundle.train, bundle.val, bundle.test):
         split.targets = split.targets.argmax(1)  # the one class present
     bundle.name, bundle.task = "fashion-mnist-scenes-single", "single"

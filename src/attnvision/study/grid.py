@@ -25,6 +25,33 @@ from .layout import EXPLAIN, FAILED, LOCALIZATION, MAIN, TRAIN_LOG
 
 GRID_AXES = ("model", "attn", "head", "seed")  # TrainConfig fields that take lists in a study
 
+# cifar: the published comparison (SimAM, ICML 2021: ResNet-56 with SE/CBAM/ECA/…, mean ± std of 5
+# runs), for a GPU machine. Recipe of ZjjConan/SimAM:main_cifar.py: SGD momentum 0.9 (Nesterov here,
+# as every run of ours), lr 0.1, batch 128, weight decay 5e-4, 164 epochs with the LR ÷10 after
+# epochs 81 and 122 (50% / 75%), pad-4 random crop + horizontal flip, no warm-up. Deviations: the
+# checkpoint is selected on 5,000 validation images carved from the training set (so 45,000
+# train), not on the test set; the test set is evaluated once. SE on ResNet-56 / CIFAR-100 is the
+# positive control (+1.94 pp, osmr/imgclsmob's model store): the report says whether it appeared.
+# One model per study, since every configuration is compared with one baseline; ResNet-20 is
+# `--model resnet20` (published SE gain +1.10 pp). No localisation part: its question is accuracy.
+# GPU time is an ESTIMATE, not measured on a GPU. Basis: ResNet-56 costs 125.8 MMACs per image
+# (count_macs), so a training step of 128 images ≈ 3 × 2 × 125.8e6 × 128 ≈ 97 GFLOP; assuming a
+# data-centre GPU sustains 5-10 TFLOP/s on these narrow (16-64 channel) fp32 convolutions, a step
+# takes 10-20 ms, an epoch (352 steps, data already on the device) 4-8 s with validation, a run of
+# 164 epochs 11-22 min, the 30 runs (6 modules × 5 seeds) 5.5-11 GPU-hours one at a time. Measured
+# on CPU for scale (2 shared AMD EPYC cores, load ≈ 8, torch 2.13, `profile.train_step_time`,
+# batch 128, channels-last): 10.6-14.6 s per step, i.e. about 8 CPU-days per run: not a CPU study.
+CIFAR_STUDY = {
+    "recipe": {"data": "cifar100", "epochs": 164, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
+               "weight_decay": 5e-4, "schedule": "step", "milestones": [81, 122], "step_gamma": 0.1,
+               "warmup_epochs": 0, "crop_pad": 4, "hflip": True},
+    "model": ["resnet56"],
+    "attn": [None, "se", "eca", "cbam", "bam", "eca_cbam"],
+    "seed": [0, 1, 2, 3, 4],
+    "localization": None,
+    "positive_control": "se",
+}
+
 PRESETS = {
     # make demo: ≤ 10 min on 2 CPU cores, every part of the report present. Batch 32: on 2 cores it
     # trains faster per image than 128 and its 4× more steps learn more in 2 epochs (one probe each:
@@ -49,6 +76,10 @@ PRESETS = {
         "localization": {"data": "fashion-mnist-scenes-single", "epochs": 15},
         "explain_images": 2000,
     },
+    "cifar": CIFAR_STUDY,
+    # the same on CIFAR-10, without a positive control: SE's published CIFAR-10 gain on ResNet-56
+    # (+0.39 pp) is below what 5 seeds detect, so its absence would say nothing
+    "cifar10": {**CIFAR_STUDY, "recipe": {**CIFAR_STUDY["recipe"], "data": "cifar10"}, "positive_control": None},
 }
 
 
@@ -145,6 +176,9 @@ class Study:
     seed: list = field(default_factory=lambda: [0])
     localization: dict | None = None
     baseline: str | None = None  # a configuration name; None: the first configuration
+    # a configuration expected to beat the baseline (a published gain): the report says whether it did,
+    # and that no null result should be read when it did not
+    positive_control: str | None = None
     explain_images: int = 500  # test images explained and scored per localisation cell
     faithfulness_images: int = 128  # of those, the first N also get deletion/insertion (the costly score)
 
@@ -181,6 +215,9 @@ class Study:
         names = [name for name, _ in self.configurations()]
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"{source}: baseline '{self.baseline}' is not a configuration; valid: {', '.join(names)}")
+        if self.positive_control is not None and self.positive_control not in set(names) - {self.baseline_name}:
+            raise ValueError(f"{source}: positive_control '{self.positive_control}' is not a configuration other than "
+                             f"the baseline; valid: {', '.join(n for n in names if n != self.baseline_name)}")
         for cell in self.cells(Path("study")):
             cell.config.validate()
 

@@ -40,7 +40,9 @@ import rich.table
 from ..explain.figures import pyplot
 from ..explain.scores import SCORE_COLUMNS
 from ..profile import MACS_CONVENTION
+from ..stats import POWER_FACTOR
 from .layout import GALLERY, LOCALIZATION, MAIN, PLOTS, REPORT_HTML, REPORT_MD, RESULTS_CSV, TRAIN_LOG
+from .results import FAMILY_ALPHA
 
 REPORT, TERMINAL = "report", "terminal"  # where a column is shown: the report's tables, the summary compare prints
 
@@ -135,6 +137,20 @@ def seed_p_values(row: dict) -> list[float]:
     return [s["p"] for s in ((row.get("paired") or {}).get("per_seed") or {}).values()]
 
 
+def seed_ci_of(row: dict) -> dict:
+    return row.get("seed_ci") or {}
+
+
+def interval(ci: dict) -> str:
+    return f"[{ci['low']:+.2f}, {ci['high']:+.2f}]" if ci else "–"
+
+
+def family_p_text(row: dict) -> str:
+    if row.get("p") is None:
+        return "–"
+    return p_value(row["p"]) + (" (McNemar)" if row["p_test"] == "McNemar" else " (t)")
+
+
 CONFIGURATION_COLUMNS = (
     Column("configuration", item("configuration"),
            lambda r: r["configuration"] + (" (baseline)" if r["baseline"] else ""), csv="configuration",
@@ -146,18 +162,30 @@ CONFIGURATION_COLUMNS = (
     Column("test {metric} (%)", item("test_mean"), lambda r: pm(r.get("test_mean"), r.get("test_std")), csv="test",
            shown=(REPORT, TERMINAL)),
     Column("", item("test_std"), csv="test_std", shown=()),
+    Column("final epoch test {metric} (%)", item("test_final_mean"),
+           lambda r: pm(r.get("test_final_mean"), r.get("test_final_std")), csv="test_final"),
+    Column("", item("test_final_std"), csv="test_final_std", shown=()),
     Column("test CF1 (%)", item("test_CF1"), only_if_any=True),
     Column("test OF1 (%)", item("test_OF1"), only_if_any=True),
     Column("Δ (pp)", item("delta"), lambda r: "–" if r.get("delta") is None else f"{r['delta']:+.2f}", csv="delta",
            shown=(REPORT, TERMINAL)),
-    Column("95% CI of Δ", lambda r: ci_of(r).get("low"),
-           lambda r: f"[{ci_of(r)['low']:+.2f}, {ci_of(r)['high']:+.2f}]" if ci_of(r) else "–", csv="ci_low",
+    Column("95% CI of Δ, test images", lambda r: ci_of(r).get("low"), lambda r: interval(ci_of(r)), csv="ci_low",
            shown=(REPORT, TERMINAL)),
     Column("", lambda r: ci_of(r).get("high"), csv="ci_high", shown=()),
-    Column("verdict", verdict),
+    Column("verdict, test images", verdict),
+    Column("95% CI of Δ, seeds", lambda r: seed_ci_of(r).get("low"), lambda r: interval(seed_ci_of(r)),
+           csv="seed_ci_low", shown=(REPORT, TERMINAL)),
+    Column("", lambda r: seed_ci_of(r).get("high"), csv="seed_ci_high", shown=()),
+    Column("p", item("p"), family_p_text, csv="p"),
+    Column("", item("p_test"), csv="p_test", shown=()),
+    Column("Holm p", item("holm_p"), lambda r: "–" if r.get("holm_p") is None else p_value(r["holm_p"]),
+           csv="holm_p"),
+    Column("Holm verdict (5%)", lambda r: "baseline" if r["baseline"] else r.get("holm", "–"), csv="holm",
+           shown=(REPORT, TERMINAL)),
     Column("McNemar p per seed", lambda r: min(seed_p_values(r), default=None),
            lambda r: ", ".join(p_value(p) for p in seed_p_values(r)) or "–"),
     Column("resolvable (pp)", lambda r: (r.get("paired") or {}).get("resolvable")),
+    Column("MDE, seeds (pp)", item("mde"), csv="mde"),
     Column("params", item("params"), digits=0, csv="params", shown=(REPORT, TERMINAL)),
     Column("MMACs", item("macs"), lambda r: num(r["macs"] / 1e6 if "macs" in r else None), csv="macs",
            shown=(REPORT, TERMINAL)),
@@ -182,6 +210,7 @@ RUN_COLUMNS = (
     Column("", item("metric"), csv="metric", shown=()),
     Column("best val (%)", item("best_val"), csv="best_val"),
     Column("test (%)", item("test"), csv="test"),
+    Column("final epoch test (%)", item("test_final"), csv="test_final"),
     Column("", item("params"), csv="params", shown=()),
     Column("", item("macs"), csv="macs", shown=()),
     Column("epochs", item("epochs"), digits=0),
@@ -304,15 +333,66 @@ def design_note(study) -> str:
 
 def statistics_note(study) -> str:
     k = max(1, len(study.configurations()) - 1)
-    return ("n: finished seeds of those planned; mean ± sample std over seeds. Δ: mean over common "
-            "seeds of the paired difference to the baseline, in percentage points. 95% CI: paired "
-            "bootstrap over test images of the per-image correctness difference averaged over seeds "
-            "(2,000 resamples; mAP difference for multi-label data, 500). Verdict 'better'/'worse' when "
-            "the CI excludes 0, else 'not resolved'. McNemar: exact two-sided test per seed on the same "
-            f"test images, not corrected for the {k} comparisons with the baseline (a family-wise 5% level needs "
-            f"p < {0.05 / k:.3g} per test, Bonferroni). Resolvable: the difference a "
-            "McNemar test detects with 80% power at α = 0.05 given the discordant images observed "
-            "(2.8·√(b+c)/N, mean over seeds).")
+    return ("n: finished seeds of those planned; mean ± sample std over seeds. Test: the checkpoint chosen on "
+            "validation; final epoch: the last epoch's weights on the same test images, never selected on ('–' "
+            "for runs older than that record). Δ: mean over common seeds of the paired difference to the "
+            "baseline, in percentage points. 95% CI of Δ, test images: paired bootstrap over test images of the "
+            "per-image correctness difference averaged over seeds (2,000 resamples; mAP difference for "
+            "multi-label data, 500): the test set's sampling noise only; its verdict is 'better'/'worse' when "
+            "it excludes 0. 95% CI of Δ, seeds: the paired t interval over seeds, mean ± t(0.975, n−1)·s/√n "
+            "of the per-seed differences ('–' below 2 seeds): seed-to-seed and test-set noise together. p: one "
+            "per configuration, the paired t test over seeds (t) when it has 2 or more, else the single seed's "
+            f"McNemar test; Holm p: Holm's step-down adjustment over the (up to) {k} configurations compared "
+            "with the baseline, and its verdict at a family-wise error rate of 5%. McNemar p per seed: exact "
+            "two-sided test on the same test images, uncorrected. Resolvable: the difference a McNemar test "
+            "detects with 80% power at α = 0.05 given the discordant images observed (2.8·√(b+c)/N, mean over "
+            "seeds). MDE, seeds: the difference the seeds run detect with 80% power at α = 0.05 (two-sided), "
+            "2.8·σ·√(2/k) with k common seeds and σ the seed-to-seed std of the test metric pooled over all "
+            "configurations (a normal approximation: with few seeds the t test needs a larger difference).")
+
+
+def resolution_note(data: dict) -> str:
+    """What the test set and the seeds can resolve, and which differences survive Holm, in words."""
+    noise, rows, study = data["noise"], data["configurations"], data["study"]
+    said = []
+    if noise["binomial_se"] is not None:
+        resolvable = [r["paired"]["resolvable"] for r in rows if r.get("paired")]
+        said.append(f"The test set has {noise['images']:,} images: one run's accuracy at the baseline's "
+                    f"{noise['baseline_test']:.2f}% has a binomial standard error of {noise['binomial_se']:.2f} pp, "
+                    f"and paired comparisons on these images resolve differences of {min(resolvable):.2f}–"
+                    f"{max(resolvable):.2f} pp (resolvable column); smaller ones are test-set noise.")
+    if noise["sigma"] is not None:
+        k = len(study.seed)
+        said.append(f"Across seeds the test {metric_of(rows)} varies with a pooled std of {noise['sigma']:.2f} pp "
+                    f"({noise['df']} degrees of freedom): with {k} seed(s) per configuration the smallest difference "
+                    f"detected with 80% power is {POWER_FACTOR * noise['sigma'] * math.sqrt(2 / k):.2f} pp; smaller "
+                    "published gains cannot be confirmed or ruled out here.")
+    else:
+        said.append("With one seed per configuration the seed-to-seed variation is not measured: a difference "
+                    "resolved on the test images may not hold for another seed.")
+    family = [r for r in rows if r.get("holm_p") is not None]
+    if family:
+        survivors = [f"{r['configuration']} ({r['delta']:+.2f} pp, Holm p {p_value(r['holm_p'])})"
+                     for r in family if r["holm_p"] < FAMILY_ALPHA]
+        lost = [r["configuration"] for r in family if r["holm_p"] >= FAMILY_ALPHA and verdict(r) in ("better", "worse")]
+        said.append(f"Holm's correction over {len(family)} comparison(s) at family-wise 5%: "
+                    + (f"surviving: {', '.join(survivors)}." if survivors else "no difference survives.")
+                    + (f" Resolved on the test images but not surviving Holm: {', '.join(lost)}." if lost else ""))
+    return " ".join(said)
+
+
+def positive_control_note(control: dict, baseline: str) -> str:
+    name, row, ci = control["configuration"], control["row"], control["interval"]
+    if control["appeared"] is None:
+        return (f"Positive control: {name} is expected to beat {baseline}, but has no finished comparison with it "
+                "yet; until it has, no null result of this study should be read.")
+    measured = f"Δ {row['delta']:+.2f} pp, {control['basis']} {interval(ci)}"
+    if control["appeared"]:
+        return (f"Positive control: {name} beats {baseline} as expected ({measured}): the study can show a gain "
+                "of that size.")
+    return (f"Positive control FAILED: {name} was expected to beat {baseline} and did not ({measured}). The "
+            "study did not reproduce a known gain, so no null result in it should be read: a module "
+            "'not resolved' here may still help under a recipe that shows the control's gain.")
 
 
 def costs_note(costs: dict) -> str:
@@ -343,8 +423,10 @@ GALLERY_CAPTION = ("Top row: the images with their object boxes (green); below, 
 
 def results_section(data: dict, svgs: dict[str, str]) -> Section:
     rows = data["configurations"]
-    blocks = [table("results", CONFIGURATION_COLUMNS, rows, metric=metric_of(rows)),
-              Paragraph(statistics_note(data["study"]))]
+    blocks = [table("results", CONFIGURATION_COLUMNS, rows, metric=metric_of(rows))]
+    if data["positive_control"] is not None:
+        blocks.append(Paragraph(positive_control_note(data["positive_control"], data["study"].baseline_name)))
+    blocks += [Paragraph(resolution_note(data)), Paragraph(statistics_note(data["study"]))]
     if data["cost_settings"]:
         blocks.append(Paragraph(costs_note(data["cost_settings"])))
     if svgs:

@@ -5,17 +5,38 @@ study's own files only, never the trainer's internals.
 Statistics (the conventions that change what a reader concludes):
 
 - **mean ± std over seeds**, std the sample standard deviation (n − 1), n stated; "–" for n = 1.
+  Test accuracy is that of the checkpoint selected on validation; the **final epoch's** test
+  accuracy (metrics.json's ``test_final``, the last weights) is shown beside it, never selected on.
 - **Δ to the baseline**: the mean over seeds of the paired per-seed differences, for the seeds
   both configurations finished.
-- **95% CI of Δ**: a paired bootstrap over test images (2,000 resamples, seeded): per image the
-  difference in correctness averaged over those seeds, resampled with replacement. It captures
-  the test set's sampling error; seed-to-seed variation shows in the std. For multi-label data
-  the statistic is the mAP difference (500 resamples). The CI excluding 0 is what the report
-  calls a resolved difference.
+- **95% CI of Δ** (test-set noise): a paired bootstrap over test images (2,000 resamples, seeded):
+  per image the difference in correctness averaged over those seeds, resampled with replacement.
+  It captures the test set's sampling error only. For multi-label data the statistic is the mAP
+  difference (500 resamples). The CI excluding 0 is what the report calls a resolved difference.
+- **Between-seed 95% interval of Δ** (training noise and test-set noise together): the paired t
+  interval over the common seeds, mean ± t_{0.975, n−1}·s/√n of the per-seed differences
+  (``stats.paired_t``); "–" for n < 2. It answers whether re-running the recipe with other seeds
+  keeps the sign.
 - **McNemar's exact test** per seed (single-label): the images exactly one of the two models gets
-  right decide it. p-values are per seed, not corrected for the number of configurations.
+  right decide it. Shown uncorrected, per seed.
+- **Holm's correction** over the family of configurations compared with the baseline, one p-value
+  each: the paired t test over seeds (H0: mean per-seed difference 0) when n ≥ 2 common seeds, else
+  the single seed's McNemar p (single-label; a multi-label configuration with one seed has no
+  p and stays out of the family). The t test is preferred because its unit is the training run:
+  its spread includes seed-to-seed variation, which McNemar (one pair of trained models) cannot
+  see; McNemar is used only when one seed is all there is, and the report names the test behind
+  every p. A configuration "survives Holm" when its adjusted p < 0.05 (family-wise 5%).
 - **Resolvable difference**: 2.8·√(b + c)/N, the accuracy difference a two-sided McNemar test
   at α = 0.05 detects with 80% power given the b + c discordant images observed among N.
+- **Minimum detectable effect** over seeds: 2.8·σ·√(2/k) (two-sided α = 0.05, 80% power, k common
+  seeds per arm, the two-sample normal approximation, optimistic for a t test over few seeds), σ
+  the seed-to-seed std of the test metric pooled over all configurations with ≥ 2 seeds
+  (Σ(n_i − 1)s_i² / Σ(n_i − 1)): every arm shares the recipe, so pooling uses every seed run rather
+  than the baseline's few. Beside it the test set's own limit: the binomial s.e. √(p(1 − p)/N)
+  of one run's accuracy at the baseline's p.
+- **Positive control** (``Study.positive_control``): the configuration expected to beat the
+  baseline (a published gain). It appeared when the lower end of its between-seed interval (one
+  seed: of its bootstrap CI) is above 0; when it did not, no null result of the study is read.
 - Paired tests use the per-image logits each run saves (float16, ``test_predictions.pt``).
 """
 
@@ -33,11 +54,12 @@ from ..explain.run import SCORES_FILE
 from ..explain.scores import BASELINES
 from ..metrics import average_precision
 from ..run_folder import LOG, PREDICTIONS
-from ..stats import mcnemar_exact, paired_bootstrap
+from ..stats import POWER_FACTOR, holm, mcnemar_exact, paired_bootstrap, paired_t
 from .grid import Cell, Study, load_grid
 from .layout import COSTS, ENVIRONMENT, LOCALIZATION, MAIN, STUDY_FILE
 
 LEFT_OUT = "left out of this report (`attnvision compare` rebuilds it)"
+FAMILY_ALPHA = 0.05  # Holm's family-wise error rate
 
 
 def read_study(out: Path) -> Study:
@@ -80,7 +102,8 @@ def run_rows(cells: list[Cell]) -> list[dict]:
         if metrics is not None:
             metric = metrics["selection_metric"]
             row.update(status="finished", metric=metric, test=metrics["test"][metric],
-                       best_val=metrics["best_val"][f"val_{metric}"], params=metrics["params"], macs=metrics["macs"],
+                       best_val=metrics["best_val"][f"val_{metric}"],
+                       test_final=(metrics.get("test_final") or {}).get(metric), params=metrics["params"], macs=metrics["macs"],
                        train_time_s=metrics["train_time_s"], images_per_s=metrics["images_per_s"],
                        epochs=metrics["epochs"], threads=metrics.get("threads"), device=metrics.get("device"),
                        epoch_time_s=statistics.median(r["epoch_time_s"] for r in row["history"]) if row["history"] else None,
@@ -112,15 +135,16 @@ def paired_comparison(runs: dict[int, Path], baseline: dict[int, Path], task: st
             right_a, right_b = a.argmax(1) == targets, b.argmax(1) == targets
             test = mcnemar_exact(right_a, right_b)
             n = len(targets)
-            per_seed[seed] = {**test, "resolvable": 100 * 2.8 * math.sqrt(test["only_a"] + test["only_b"]) / n}
+            per_seed[seed] = {**test, "resolvable": 100 * POWER_FACTOR * math.sqrt(test["only_a"] + test["only_b"]) / n}
             outcomes.append(right_a.double() - right_b.double())
         else:
             outcomes.append((a, b, targets))
     if task == "single":
         ci = paired_bootstrap(100 * torch.stack(outcomes).mean(0))
         resolvable = statistics.fmean(s["resolvable"] for s in per_seed.values())
-        return {"seeds": seeds, "per_seed": per_seed, "ci": ci, "resolvable": resolvable}
-    return {"seeds": seeds, "per_seed": {}, "ci": map_bootstrap(outcomes), "resolvable": None}
+        return {"seeds": seeds, "per_seed": per_seed, "ci": ci, "resolvable": resolvable, "images": n}
+    return {"seeds": seeds, "per_seed": {}, "ci": map_bootstrap(outcomes), "resolvable": None,
+            "images": len(outcomes[0][2])}
 
 
 def map_bootstrap(outcomes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], samples: int = 500,
@@ -159,6 +183,9 @@ def configuration_rows(study: Study, runs: list[dict], costs: dict) -> list[dict
             row["metric"], row["task"] = first["metric"], first["task"]
             row["test_mean"], row["test_std"] = mean_std([done[s]["test"] for s in seeds])
             row["val_mean"], row["val_std"] = mean_std([done[s]["best_val"] for s in seeds])
+            finals = [done[s]["test_final"] for s in seeds if done[s].get("test_final") is not None]
+            if finals:  # runs older than test_final lack it
+                row["test_final_mean"], row["test_final_std"] = mean_std(finals)
             for key in ("test_CF1", "test_OF1"):
                 if key in first:
                     row[key] = statistics.fmean(done[s][key] for s in seeds)
@@ -171,12 +198,76 @@ def configuration_rows(study: Study, runs: list[dict], costs: dict) -> list[dict
             if name != baseline and base:
                 common = sorted(set(seeds) & set(base))
                 if common:
-                    row["delta"] = statistics.fmean(done[s]["test"] - base[s]["test"] for s in common)
+                    diffs = [done[s]["test"] - base[s]["test"] for s in common]
+                    row["delta"], row["seed_ci"] = statistics.fmean(diffs), paired_t(diffs)
                     row["paired"] = paired_comparison({s: Path(done[s]["folder"]) for s in common},
                                                       {s: Path(base[s]["folder"]) for s in common}, row["task"])
         row.update(costs.get(name, {}))
         rows.append(row)
+    add_family_statistics(rows, seed_noise(rows))
     return rows
+
+
+def seed_noise(rows: list[dict]) -> dict:
+    """What the study can resolve: the pooled seed-to-seed std ``sigma`` of the test metric (None
+    without a configuration of ≥ 2 seeds) with its degrees of freedom ``df``, the test images
+    ``images`` and, for single-label data, the binomial s.e. of one run's accuracy at the
+    baseline's mean (``binomial_se``, in points)."""
+    spread = [r for r in rows if r.get("test_std") is not None]
+    df = sum(r["n"] - 1 for r in spread)
+    sigma = math.sqrt(sum((r["n"] - 1) * r["test_std"] ** 2 for r in spread) / df) if df else None
+    images = next((r["paired"]["images"] for r in rows if r.get("paired")), None)
+    base = next(r for r in rows if r["baseline"])
+    binomial_se = None
+    if images and base.get("task") == "single":
+        p = base["test_mean"] / 100
+        binomial_se = 100 * math.sqrt(p * (1 - p) / images)
+    return {"sigma": sigma, "df": df, "images": images, "binomial_se": binomial_se,
+            "baseline_test": base.get("test_mean")}
+
+
+def family_p(row: dict) -> tuple[float, str] | None:
+    """The configuration's one p-value against the baseline and its test (module docstring)."""
+    if row.get("seed_ci"):
+        return row["seed_ci"]["p"], "t over seeds"
+    per_seed = (row.get("paired") or {}).get("per_seed") or {}
+    if len(per_seed) == 1:
+        return next(iter(per_seed.values()))["p"], "McNemar"
+    return None
+
+
+def add_family_statistics(rows: list[dict], noise: dict) -> None:
+    """Per compared configuration: its p (``p``, ``p_test``), Holm's adjusted p (``holm_p``) and
+    verdict at family-wise 5% (``holm``), and the minimum detectable effect for its seeds (``mde``)."""
+    family = {}
+    for row in rows:
+        if row.get("paired"):
+            found = family_p(row)
+            if found is not None:
+                row["p"], row["p_test"] = found
+                family[row["configuration"]] = row["p"]
+            if noise["sigma"] is not None:
+                row["mde"] = POWER_FACTOR * noise["sigma"] * math.sqrt(2 / len(row["paired"]["seeds"]))
+    adjusted = holm(family)
+    for row in rows:
+        if row["configuration"] in adjusted:
+            row["holm_p"] = adjusted[row["configuration"]]
+            row["holm"] = (("better" if row["delta"] > 0 else "worse") if row["holm_p"] < FAMILY_ALPHA
+                           else "not significant")
+            row["family_size"] = len(adjusted)
+
+
+def positive_control(study: Study, rows: list[dict]) -> dict | None:
+    """Did the configuration expected to beat the baseline do so? {"configuration", "row",
+    "interval" (between-seed, or the bootstrap CI for one seed), "basis", "appeared"}; None when the
+    study names none. "appeared" is None while it has no comparison with the baseline."""
+    if study.positive_control is None:
+        return None
+    row = next(r for r in rows if r["configuration"] == study.positive_control)
+    interval, basis = (row["seed_ci"], "between-seed 95% interval") if row.get("seed_ci") else \
+        ((row.get("paired") or {}).get("ci"), "test-image bootstrap 95% CI (one seed)")
+    return {"configuration": row["configuration"], "row": row, "interval": interval, "basis": basis,
+            "appeared": None if interval is None else interval["low"] > 0}
 
 
 def learning_curves(runs: list[dict]) -> dict[str, dict]:
@@ -223,5 +314,6 @@ def collect(study: Study, cells: list[Cell], out: Path) -> dict:
     costs = read_rebuildable(out / COSTS, LEFT_OUT)
     configurations = configuration_rows(study, runs, costs["configurations"] if costs else {})
     return {"study": study, "out": out, "runs": runs, "configurations": configurations,
+            "noise": seed_noise(configurations), "positive_control": positive_control(study, configurations),
             "curves": learning_curves(runs), "localization": localization, "explain": explain,
             "environment": environment, "cost_settings": costs["settings"] if costs else None}
