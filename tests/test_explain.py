@@ -21,9 +21,9 @@ from attnvision.cli import app
 from attnvision.data import Split, TensorLoader, load_dataset
 from attnvision.explain import (attention_maps, baseline_maps, class_maps, deletion_insertion,
                                 localization_scores)
-from attnvision.explain.run import ExplainSettings, map_and_score
-from attnvision.explain.scores import (ROAD_FRACTIONS, box_masking, box_masks, default_tolerance, impute, road,
-                                       sobel_magnitude)
+from attnvision.explain.run import ExplainSettings, by_classes, map_and_score
+from attnvision.explain.scores import (ROAD_FRACTIONS, box_masking, box_masks, default_tolerance, impute,
+                                       pair_scores, road, sobel_magnitude, summarize_pairs)
 from attnvision.config import TrainConfig
 from attnvision.train import train
 
@@ -454,6 +454,22 @@ def test_box_masking_measures_the_label_signal_outside_the_boxes():
     assert multi["chance"] == 50.0 and multi["masked_accuracy"] == pytest.approx(20.0)
 
 
+def test_present_and_predicted_classes_scored_separately_from_one_pass():
+    pairs = torch.tensor([[0, 1], [0, 2], [1, 0], [2, 3]])  # the union, by image then class
+    sets = {"present": pairs[[0, 2, 3]], "predicted": pairs[[1, 2, 3]]}
+    maps = torch.stack([peak_map(5, 5), peak_map(0, 0), peak_map(6, 6), peak_map(15, 15)])
+    per_pair = pair_scores(maps, [box((4, 4, 12, 12))] * 4, 1.0)
+    aucs = {"gradcam": {"deletion": torch.tensor([10.0, 20.0])}}  # the pairs of image 0 (faithfulness_images=1)
+    out = by_classes(sets, ["gradcam"], {"gradcam": 1.0}, 3, pairs, {"gradcam": per_pair}, aucs,
+                     ExplainSettings(faithfulness_images=1))
+    assert out["present"]["pairs"] == 3 and out["predicted"]["pairs"] == 3
+    present, predicted = out["present"]["methods"]["gradcam"], out["predicted"]["methods"]["gradcam"]
+    rows = torch.tensor([True, False, True, True])
+    assert present["pointing_game"] == summarize_pairs({k: v[rows] for k, v in per_pair.items()})["pointing_game"]
+    assert present["pointing_game"] == pytest.approx(200 / 3) and predicted["pointing_game"] == pytest.approx(100 / 3)
+    assert present["deletion"] == 10.0 and predicted["deletion"] == 20.0 and present["faithfulness_pairs"] == 1
+
+
 # Data and command line
 
 
@@ -503,6 +519,15 @@ def test_cli_explain_writes_figures_and_scores(scene_run, fmnist_dir, tmp_path):
     assert scores["tolerance"] == 4.3 and scores["classes"] == "present" and scores["deletion_substrate"] == "black"
     assert set(scores["box_masking"]) == {"accuracy", "masked_accuracy", "chance"}
     assert "gradcam" in result.output and "energy" in result.output and "Boxes masked to black" in result.output
+    both = CliRunner().invoke(app, ["explain", "--checkpoint", str(scene_run / "best.pt"), "--images", "6",
+                                    "--figures", "0", "--faithfulness-images", "2", "--steps", "2", "--classes",
+                                    "present+predicted", "--deletion-substrate", "mean", "--out", str(out),
+                                    "--data-dir", str(fmnist_dir)])
+    assert both.exit_code == 0, both.output
+    scores = json.loads((out / "scores.json").read_text())
+    assert list(scores["by_classes"]) == ["present", "predicted"] and scores["classes"] == "present+predicted"
+    assert scores["pairs"] == scores["by_classes"]["present"]["pairs"] == 6 and scores["deletion_substrate"] == "mean"
+    assert "present classes" in both.output and "predicted classes" in both.output and "to mean" in both.output
 
 
 def test_cli_explain_bad_input(scene_run, fmnist_dir, tmp_path):

@@ -256,7 +256,8 @@ def explain(
     method: Optional[str] = typer.Option(
         None, help="comma-separated: gradcam, attention (the model's own class or spatial map), "
                    "integrated_gradients, occlusion (default: gradcam, plus attention where the model has its own maps)"),
-    classes: str = typer.Option("present", help="present (ground truth), predicted, all, or comma-separated class names"),
+    classes: str = typer.Option("present", help="present (ground truth), predicted, all, or comma-separated class "
+                                                "names; several joined by + (present+predicted) are scored separately"),
     split: str = typer.Option("test", help="train, val or test"),
     images: str = typer.Option("16", help="how many images of the split to explain and score (from the first), or 'all'"),
     figures: int = typer.Option(16, min=0, help="how many of them get a PNG"),
@@ -302,18 +303,21 @@ def print_explain(result: dict, folder: Path) -> None:
     from .explain.run import SCORES_FILE
     from .explain.scores import RATIOS, SCORE_COLUMNS
 
-    table = Table(title=f"{result['model']} + {result['attn'] or 'no attention'} ({result['head'] or 'own head'}), "
-                        f"{result['split']} split of {result['data']}")
     columns = [(key, title.format(tol=f"{result['tolerance']:g}")) for key, title in SCORE_COLUMNS]
     columns.append(("images_per_s", "img/s"))
-    table.add_column("map", no_wrap=True)
-    for _, title in columns:
-        table.add_column(title, justify="right")
-    for name, scores in result["methods"].items():
-        table.add_row(name, *(f"{scores[k]:.{2 if k in RATIOS else 1}f}" if k in scores else "–" for k, _ in columns))
-    wide = console if console.is_terminal else Console(width=160)  # a log keeps every column
-    wide.print(table)
-    console.print(f"{result['images']} images, {result['pairs']} (image, class) pairs ({result['classes']} classes); "
+    sets = result.get("by_classes", {result["classes"]: result})  # several class choices: a table each
+    for choice, part in sets.items():
+        table = Table(title=f"{result['model']} + {result['attn'] or 'no attention'} ({result['head'] or 'own head'}), "
+                            f"{result['split']} split of {result['data']}: {choice} classes")
+        table.add_column("map", no_wrap=True)
+        for _, title in columns:
+            table.add_column(title, justify="right")
+        for name, scores in part["methods"].items():
+            table.add_row(name, *(f"{scores[k]:.{2 if k in RATIOS else 1}f}" if k in scores else "–"
+                                  for k, _ in columns))
+        (console if console.is_terminal else Console(width=160)).print(table)  # a log keeps every column
+    pairs = ", ".join(f"{part['pairs']} {choice}" for choice, part in sets.items())
+    console.print(f"{result['images']} images, (image, class) pairs: {pairs}; "
                   "scores in %: pointing game, energy in box (raw and min-max scaled), relevance rank; energy lift: "
                   "energy over the box's area share (a uniform map: 1.0); deletion (to "
                   f"{result['deletion_substrate']}) / insertion (from a Gaussian blur) and ROAD (10-90% of pixels "

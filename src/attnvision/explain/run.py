@@ -42,7 +42,7 @@ class ExplainSettings:
     """What ``explain_checkpoint`` explains and how it scores it (the defaults: ``attnvision explain``'s)."""
 
     methods: tuple[str, ...] | None = None  # map methods (METHODS); None: Grad-CAM, plus the model's own maps
-    classes: str = "present"  # the pairs' classes: present, predicted, all, or comma-separated class names
+    classes: str = "present"  # the pairs' classes: present, predicted, all, class names (a,b); several: present+predicted
     split: str = "test"  # train, val or test
     images: int | None = 16  # the first N images of the split to explain and score; None: all
     figures: int = 16  # of those, how many get a PNG
@@ -107,7 +107,10 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
     With localisation, the reference maps (random, centre, edge, box) are scored beside the methods
     (True on data without boxes is an error) and "box_masking" gives the model's accuracy with every
     box masked; deletion/insertion and ROAD run for the methods and the random map (the reference).
-    "classes" records which classes the pairs explain (present, predicted, ...).
+    "classes" records which classes the pairs explain (present, predicted, ...). Several choices
+    joined by "+" ("present+predicted") are explained in one pass over the union of their pairs and
+    scored separately: "by_classes" {choice: {"pairs", "methods"}}, and "pairs"/"methods" are the
+    first choice's (pairs.pt holds the union).
     """
     settings.check()
     cfg, bundle, model, fabric, state = load_run(checkpoint, settings.data_dir)
@@ -121,7 +124,9 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
     methods = settings.methods
     if methods is None:
         methods = ("gradcam", "attention") if has_own_maps(model, next(iter(loader))[0][:1]) else ("gradcam",)
-    pairs = choose_pairs(settings.classes, data.targets, logits, bundle.class_names, bundle.task)
+    sets = {choice: choose_pairs(choice, data.targets, logits, bundle.class_names, bundle.task)
+            for choice in settings.classes.split("+")}
+    pairs = torch.cat(list(sets.values())).unique(dim=0)  # each pair once, by image then class
     if len(pairs) == 0:
         raise ValueError(f"--classes {settings.classes} selects no (image, class) pair in the {len(data)} images")
     black = -torch.tensor(bundle.mean) / torch.tensor(bundle.std)  # pixel value 0, normalised
@@ -147,6 +152,9 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
               "deletion_substrate": settings.deletion_substrate, "road_fractions": list(ROAD_FRACTIONS),
               "road_noise": ROAD_NOISE, "layer": settings.layer or "head input", "epoch": state["epoch"],
               "threads": torch.get_num_threads(), "device": str(fabric.device), "methods": summary}
+    if len(sets) > 1:
+        result["by_classes"] = by_classes(sets, names, seconds, len(data), pairs, localization, aucs, settings)
+        result.update(next(iter(result["by_classes"].values())))  # "pairs", "methods": the first choice's
     if boxes is not None:
         result["box_masking"] = box_masking(model, (x for x, _ in loader), data.targets, boxes, substrate, multilabel)
     atomic_write_text(out / SCORES_FILE, json.dumps(result, indent=2))
@@ -182,13 +190,29 @@ def summarize(names: list[str], seconds: dict, images: int, pairs: torch.Tensor,
         summary[name] = {"seconds": seconds[name], "images_per_s": images / max(seconds[name], 1e-9)}
         if name in localization:
             summary[name].update(summarize_pairs(localization[name], pairs[:, 1]))
-            saved[name] = localization[name]
+            saved[name] = dict(localization[name])  # a copy: the faithfulness scores join it below
         if name in aucs:
             auc = aucs[name]  # per pair: (P,) scores, (P, fractions) curves
             summary[name].update({k: float(v.mean()) if v.ndim == 1 else v.mean(0).tolist() for k, v in auc.items()})
             summary[name]["faithfulness_pairs"] = len(auc["deletion"])
             saved.setdefault(name, {}).update(auc)
     return summary, saved
+
+
+def by_classes(sets: dict[str, torch.Tensor], names: list[str], seconds: dict, images: int, pairs: torch.Tensor,
+               localization: dict, aucs: dict, settings: ExplainSettings) -> dict[str, dict]:
+    """Per class choice (``sets``: its pairs, each a row of the union ``pairs``), its number of pairs
+    and its own summary ("methods"), from the union's per-pair scores."""
+    width = int(pairs[:, 1].max()) + 1  # a pair's key: image · width + class
+    faithful = pairs[:, 0] < settings.faithfulness_images  # the rows of the union that aucs holds
+    out = {}
+    for choice, chosen in sets.items():
+        rows = torch.isin(pairs[:, 0] * width + pairs[:, 1], chosen[:, 0] * width + chosen[:, 1])
+        part = {n: {k: v[rows] for k, v in d.items()} for n, d in localization.items()}
+        part_aucs = {n: {k: v[rows[faithful]] for k, v in d.items()} for n, d in aucs.items()}
+        out[choice] = {"pairs": len(chosen),
+                       "methods": summarize(names, seconds, images, pairs[rows], part, part_aucs)[0]}
+    return out
 
 
 def compact(saved: dict) -> dict:

@@ -66,6 +66,13 @@ Faithfulness. Pixels are ordered by decreasing map value, ties in a fixed random
   Lower MoRF and higher LeRF are better. Deviations: removal counts pixels exactly by rank (the
   reference thresholds at a percentile of the map, so ties move together); the reference reports
   the drop s(imputed) − s(x) averaged over fractions, we report the probability itself.
+
+Ground-truth check (``box_masking``): boxes known does not mean the model uses only them
+(AttributionLab, 2023). Every box of an image is filled with the deletion substrate and the model's
+accuracy on the masked images is reported beside that on the images and chance (1 / classes;
+multi-label: whether the top-scored class is present, chance the mean number present / classes).
+Masked accuracy well above chance means the background carries label signal, and a map pointing
+outside the box may be faithful rather than wrong.
 """
 
 from __future__ import annotations
