@@ -5,8 +5,8 @@ into the markdown tables of docs/results.md.
 
 Table 1, one block per run: its test metric, then each map (Grad-CAM, the model's own map) and
 the random map, with the localisation scores over every (test image, present class) pair and
-deletion/insertion AUC on the first images; the centre and box reference rows once (they do not
-depend on the model). Table 2 compares every run's Grad-CAM with the baseline run of the same
+deletion/insertion and ROAD AUC on the first images; the centre, edge and box reference rows once
+(they do not depend on the model). Table 2 compares every run's Grad-CAM with the baseline run of the same
 seed (``<name>-s<seed>`` with ``<baseline>-s<seed>``) on the same pairs: pointing game (within the
 tolerance, and exact) by McNemar's exact test, energy-in-box by the mean paired difference with a
 95% bootstrap interval over pairs. These intervals cover the test pairs' sampling only, not training-seed variation:
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import torch
 
-from attnvision.explain.scores import BASELINES, SCORE_COLUMNS
+from attnvision.explain.scores import RATIOS, SCORE_COLUMNS
 from attnvision.stats import mcnemar_exact, paired_bootstrap
 
-IMAGE_ONLY = [name for name in BASELINES if name != "random"]  # reference maps that do not depend on the model
+REFERENCE_ONCE = ("centre", "edge", "box")  # reference maps that do not depend on the model: one row each
 
 
 def row(label: str, scores: dict) -> str:
-    return f"| {label} | " + " | ".join(f"{scores[k]:.1f}" if k in scores else "–" for k, _ in SCORE_COLUMNS) + " |"
+    return f"| {label} | " + " | ".join(f"{scores[k]:.{2 if k in RATIOS else 1}f}" if k in scores else "–"
+                                      for k, _ in SCORE_COLUMNS) + " |"
 
 
 def main() -> None:
@@ -50,9 +51,9 @@ def main() -> None:
         scores = json.loads((folder / "explain-scores.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
         test = metrics["test"][metrics["selection_metric"]]
-        for i, (method, values) in enumerate((m, v) for m, v in scores["methods"].items() if m not in IMAGE_ONLY):
+        for i, (method, values) in enumerate((m, v) for m, v in scores["methods"].items() if m not in REFERENCE_ONCE):
             print(row(f"{name} · {method}", values).replace(" | ", f" | {test:.2f} | " if i == 0 else " | | ", 1))
-    for method in IMAGE_ONLY:
+    for method in (m for m in REFERENCE_ONCE if m in first["methods"]):  # edge: not in older runs
         print(row(f"({method} map)", first["methods"][method]).replace(" | ", " | | ", 1))
     print(f"\n{first['pairs']} (image, class) pairs of {first['images']} test images; deletion/insertion on the "
           f"pairs of the first {first['faithfulness_images']} images ({first['methods']['gradcam']['faithfulness_pairs']}"

@@ -18,11 +18,12 @@ from attnvision.attention.aa_conv import AttentionAugmentedConv
 from attnvision.attention.sasa import SelfAttention2d
 from attnvision.backbones.vit import VisionTransformer
 from attnvision.cli import app
-from attnvision.data import load_dataset
+from attnvision.data import Split, TensorLoader, load_dataset
 from attnvision.explain import (attention_maps, baseline_maps, class_maps, deletion_insertion,
                                 localization_scores)
-from attnvision.explain.run import ExplainSettings
-from attnvision.explain.scores import box_masks
+from attnvision.explain.run import ExplainSettings, by_classes, map_and_score
+from attnvision.explain.scores import (ROAD_FRACTIONS, box_masking, box_masks, default_tolerance, impute,
+                                       pair_scores, road, sobel_magnitude, summarize_pairs)
 from attnvision.config import TrainConfig
 from attnvision.train import train
 
@@ -112,6 +113,71 @@ def test_per_class_means_and_baselines():
     assert localization_scores(random, [b] * 200)["energy_in_box"] == pytest.approx(25.0, abs=1.0)
     with pytest.raises(ValueError, match="unknown baseline"):
         baseline_maps("gauss", 1, 16, 16)
+
+
+def test_energy_lift_is_a_ratio_over_the_area_share():
+    b = box((0, 0, 4, 8))  # 32 of 256 pixels
+    uniform = localization_scores(torch.full((1, 16, 16), 0.3), [b])
+    assert uniform["energy_lift"] == pytest.approx(1.0), "a uniform map: 1.0, a ratio not a percent"
+    inside = localization_scores(baseline_maps("box", 1, 16, 16, [b]), [b])
+    assert inside["energy_lift"] == pytest.approx(8.0), "all mass in the box: H·W / |S|"
+    half = torch.zeros(16, 16)
+    half[:8] = 1.0  # 32 of the 128 positive pixels lie in the box: energy 25%, lift 2
+    both = localization_scores(torch.stack([half, torch.full((16, 16), 0.3)]), [b, b])
+    assert both["energy_in_box"] == pytest.approx(18.75) and both["energy_lift"] == pytest.approx(1.5)
+
+
+def test_min_max_energy_removes_a_floor():
+    b = box((2, 3, 9, 7))
+    m = torch.zeros(16, 16)
+    m[3:7, 2:9] = 1.0  # the box's 28 pixels
+    m[12, 12] = 0.5
+    floored = m * 0.4 + 0.6  # a sigmoid gate's kind of map: positive floor 0.6
+    raw = localization_scores(torch.stack([m, floored]), [b, b], classes=torch.tensor([0, 1]))["per_class"]
+    assert raw[0]["energy_in_box"] > 95 and raw[1]["energy_in_box"] < 20, "the floor dilutes raw energy"
+    assert raw[1]["energy_minmax"] == pytest.approx(raw[0]["energy_minmax"])
+    assert raw[0]["energy_minmax"] == pytest.approx(raw[0]["energy_in_box"]), "min 0, max 1: nothing to scale"
+    constant = localization_scores(torch.full((1, 16, 16), 2.0), [b])
+    assert constant["energy_minmax"] == 0.0, "nothing to scale: 0"
+
+
+def test_tolerance_default_scales_to_the_image():
+    assert default_tolerance(224, 224) == 15
+    assert default_tolerance(28, 28) == pytest.approx(1.9) and default_tolerance(64, 64) == pytest.approx(4.3)
+    assert default_tolerance(64, 300) == pytest.approx(4.3), "the shorter side"
+
+
+def test_sobel_edge_map_peaks_on_a_step():
+    x = torch.zeros(2, 3, 16, 16)
+    x[:, :, :, 8:] = 1.0  # a vertical step between columns 7 and 8
+    edge = baseline_maps("edge", 2, 16, 16, images=x)
+    assert edge.shape == (2, 16, 16)
+    assert (edge[:, :, 7:9] == 4).all(), "the Sobel x-kernel's weights 1 + 2 + 1 on both sides of the step"
+    assert (edge[:, :, :7] == 0).all() and (edge[:, :, 9:] == 0).all(), "flat elsewhere, the border included"
+    assert torch.allclose(sobel_magnitude(x[:, :1]), edge), "the mean over channels"
+    with pytest.raises(ValueError, match="needs the images"):
+        baseline_maps("edge", 1, 16, 16)
+
+
+def test_reference_maps_do_not_depend_on_the_batch_size():
+    torch.manual_seed(0)
+    images = (torch.rand(7, 1, 12, 12) * 255).to(torch.uint8)
+    split = Split(images, torch.arange(7) % 3)
+    boxes = [torch.tensor([[i % 5, 1, i % 5 + 4, 7, i % 3]]) for i in range(7)]
+    pairs = torch.stack([torch.arange(7), torch.arange(7) % 3], 1)
+    names = ["random", "centre", "edge", "box"]
+    scores = []
+    for batch_size in (2, 5):
+        loader = TensorLoader(split, batch_size, mean=(0.5,), std=(0.25,), train=False)
+        per_pair, maps, _ = map_and_score(None, loader, pairs, torch.ones(7, dtype=torch.bool), names, boxes, 1.0,
+                                          None, torch.zeros(1), seed=3)
+        scores.append((per_pair, maps))
+    for name in names:
+        torch.testing.assert_close(scores[0][1][name], scores[1][1][name], rtol=0, atol=0)
+        for key, value in scores[0][0][name].items():
+            torch.testing.assert_close(value, scores[1][0][name][key], rtol=0, atol=0)
+    rows = baseline_maps("random", 2, 12, 12, seed=3, index=torch.tensor([5, 1]))
+    assert torch.equal(rows, scores[0][1]["random"][[5, 1]]), "a random map per image index"
 
 
 # Grad-CAM and class maps
@@ -293,7 +359,7 @@ def test_deletion_and_insertion_reward_the_map_of_the_evidence():
     good = torch.zeros(3, 16, 16)
     good[:, :4, :4] = 1.0
     bad = 1 - good
-    kw = dict(targets=torch.zeros(3, dtype=torch.long), black=torch.zeros(1), multilabel=False, steps=16)
+    kw = dict(targets=torch.zeros(3, dtype=torch.long), substrate=torch.zeros(1), multilabel=False, steps=16)
     right = deletion_insertion(RegionModel(), x, good, **kw)
     wrong = deletion_insertion(RegionModel(), x, bad, **kw)
     assert (right["deletion"] < wrong["deletion"] - 20).all()
@@ -302,6 +368,106 @@ def test_deletion_and_insertion_reward_the_map_of_the_evidence():
                               .apply(lambda m: nn.init.zeros_(m.weight) if isinstance(m, nn.Linear) else None),
                               x, good, **{**kw, "multilabel": True})
     torch.testing.assert_close(flat["deletion"], torch.full((3,), 50.0)), "constant sigmoid 0.5 → AUC 50"
+
+
+def neighbour_mean(x: torch.Tensor, y: int, x0: int) -> torch.Tensor:
+    """ROAD's weighted mean of the in-image neighbours of pixel (y, x0) of x (C, H, W), directly."""
+    total, weight = torch.zeros(x.shape[0]), 0.0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if (dy or dx) and 0 <= y + dy < x.shape[1] and 0 <= x0 + dx < x.shape[2]:
+                w = 1 / 6 if dy == 0 or dx == 0 else 1 / 12
+                total, weight = total + w * x[:, y + dy, x0 + dx], weight + w
+    return total / weight
+
+
+def test_imputation_fills_removed_pixels_with_the_neighbour_mean():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    removed = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    removed[0, 0, 3, 4] = removed[1, 0, 0, 0] = True  # one interior pixel, one corner (3 neighbours)
+    out = impute(x, removed)
+    torch.testing.assert_close(out[0, :, 3, 4], neighbour_mean(x[0], 3, 4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[1, :, 0, 0], neighbour_mean(x[1], 0, 0), atol=1e-6, rtol=0)
+    keep = ~removed.expand_as(x)
+    assert torch.equal(out[keep], x[keep]), "kept pixels untouched"
+    # many removed pixels, several adjacent: every one equals the mean of its (imputed) neighbours
+    holes = torch.rand(2, 1, 8, 8) < 0.6
+    filled = impute(x, holes)
+    for i, y, x0 in holes[:, 0].nonzero().tolist():
+        torch.testing.assert_close(filled[i, :, y, x0], neighbour_mean(filled[i], y, x0), atol=1e-5, rtol=0)
+    assert torch.equal(filled[~holes.expand_as(x)], x[~holes.expand_as(x)])
+    alone = torch.cat([impute(x[i:i + 1], holes[i:i + 1]) for i in range(2)])
+    torch.testing.assert_close(filled, alone, atol=1e-5, rtol=0), "batched: no image sees another"
+    noise = torch.randn(2, 3, 8, 8)
+    noisy = impute(x, holes, noise)
+    torch.testing.assert_close(noisy - filled, torch.where(holes, noise, 0), atol=1e-6, rtol=0)
+
+
+def test_imputation_fills_a_large_hole_harmonically():
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 48, 48)
+    removed = torch.zeros(16, 1, 48, 48, dtype=torch.bool)
+    removed[..., 4:44, 4:44] = True  # a 40-px hole: the hard case for an iterative solver
+    out = impute(x, removed)
+    inner = out[0, 0, 4:44, 4:44]
+    border = torch.cat([x[0, 0, 3, 3:45], x[0, 0, 44, 3:45], x[0, 0, 3:45, 3], x[0, 0, 3:45, 44]])
+    assert inner.min() >= border.min() - 1e-5 and inner.max() <= border.max() + 1e-5, "harmonic: maximum principle"
+    for y, x0 in ((4, 4), (20, 30), (43, 10)):
+        torch.testing.assert_close(out[0, :, y, x0], neighbour_mean(out[0], y, x0), atol=1e-5, rtol=0)
+
+
+class EvidenceModel(nn.Module):
+    """Two logits: 8 × the mean of the top-left 4×4 pixels, and 1."""
+
+    def forward(self, x):
+        score = x[:, 0, :4, :4].mean((1, 2)) * 8
+        return torch.stack([score, torch.ones_like(score)], 1)
+
+
+def test_road_ranks_the_map_of_the_evidence_first():
+    x = torch.zeros(4, 1, 16, 16)
+    x[:, :, :4, :4] = 1.0  # the evidence: a bright top-left square on black
+    good = torch.zeros(4, 16, 16)
+    good[:, :4, :4] = 1.0
+    targets = torch.zeros(4, dtype=torch.long)
+    kw = dict(targets=targets, noise=torch.full((1,), 0.01), multilabel=False, batch_size=3)
+    scores = {name: road(EvidenceModel(), x, m, **kw)
+              for name, m in (("good", good), ("bad", 1 - good), ("random", torch.rand(4, 16, 16)))}
+    assert (scores["good"]["road_morf"] < scores["random"]["road_morf"]).all()
+    assert (scores["random"]["road_morf"] <= scores["bad"]["road_morf"] + 1e-3).all()
+    assert (scores["good"]["road_lerf"] > scores["random"]["road_lerf"]).all()
+    assert scores["good"]["road_morf_curve"].shape == (4, len(ROAD_FRACTIONS))
+    torch.testing.assert_close(scores["bad"]["road_morf_top1"], torch.full((4,), 100.0))
+    torch.testing.assert_close(scores["good"]["road_morf_top1"], torch.zeros(4))
+    multi = road(EvidenceModel(), x, good, **{**kw, "multilabel": True})
+    assert "road_morf_top1" not in multi and multi["road_morf"].shape == (4,)
+
+
+def test_box_masking_measures_the_label_signal_outside_the_boxes():
+    x = torch.ones(5, 1, 16, 16)  # the model sees class 0 from the top-left square
+    boxes = [box((0, 0, 4, 4))] * 4 + [box((8, 8, 12, 12))]
+    result = box_masking(EvidenceModel(), [x[:3], x[3:]], torch.zeros(5, dtype=torch.long), boxes,
+                         torch.zeros(1), multilabel=False)
+    assert result == {"accuracy": 100.0, "masked_accuracy": pytest.approx(20.0), "chance": 50.0}
+    multi = box_masking(EvidenceModel(), [x], torch.tensor([[1.0, 0.0]] * 5), boxes, torch.zeros(1), multilabel=True)
+    assert multi["chance"] == 50.0 and multi["masked_accuracy"] == pytest.approx(20.0)
+
+
+def test_present_and_predicted_classes_scored_separately_from_one_pass():
+    pairs = torch.tensor([[0, 1], [0, 2], [1, 0], [2, 3]])  # the union, by image then class
+    sets = {"present": pairs[[0, 2, 3]], "predicted": pairs[[1, 2, 3]]}
+    maps = torch.stack([peak_map(5, 5), peak_map(0, 0), peak_map(6, 6), peak_map(15, 15)])
+    per_pair = pair_scores(maps, [box((4, 4, 12, 12))] * 4, 1.0)
+    aucs = {"gradcam": {"deletion": torch.tensor([10.0, 20.0])}}  # the pairs of image 0 (faithfulness_images=1)
+    out = by_classes(sets, ["gradcam"], {"gradcam": 1.0}, 3, pairs, {"gradcam": per_pair}, aucs,
+                     ExplainSettings(faithfulness_images=1))
+    assert out["present"]["pairs"] == 3 and out["predicted"]["pairs"] == 3
+    present, predicted = out["present"]["methods"]["gradcam"], out["predicted"]["methods"]["gradcam"]
+    rows = torch.tensor([True, False, True, True])
+    assert present["pointing_game"] == summarize_pairs({k: v[rows] for k, v in per_pair.items()})["pointing_game"]
+    assert present["pointing_game"] == pytest.approx(200 / 3) and predicted["pointing_game"] == pytest.approx(100 / 3)
+    assert present["deletion"] == 10.0 and predicted["deletion"] == 20.0 and present["faithfulness_pairs"] == 1
 
 
 # Data and command line
@@ -344,12 +510,24 @@ def test_cli_explain_writes_figures_and_scores(scene_run, fmnist_dir, tmp_path):
     assert sorted(p.name for p in out.glob("*.png")) == ["test-00000.png", "test-00001.png", "test-00002.png"]
     scores = json.loads((out / "scores.json").read_text())
     assert scores["images"] == 24 and scores["pairs"] == 24 and scores["localization"]
-    assert set(scores["methods"]) == {"gradcam", "attention", "random", "centre", "box"}
+    assert set(scores["methods"]) == {"gradcam", "attention", "random", "centre", "edge", "box"}
     for name in ("gradcam", "attention", "random"):
         m = scores["methods"][name]
         assert 0 <= m["pointing_game"] <= 100 and 0 <= m["deletion"] <= 100 and m["faithfulness_pairs"] == 4
-    assert scores["methods"]["box"]["energy_in_box"] == 100.0
-    assert "gradcam" in result.output and "energy" in result.output
+        assert 0 <= m["road_morf"] <= 100 and 0 <= m["road_lerf_top1"] <= 100 and len(m["road_morf_curve"]) == 9
+    assert scores["methods"]["box"]["energy_in_box"] == 100.0 and scores["methods"]["box"]["energy_lift"] > 1
+    assert scores["tolerance"] == 4.3 and scores["classes"] == "present" and scores["deletion_substrate"] == "black"
+    assert set(scores["box_masking"]) == {"accuracy", "masked_accuracy", "chance"}
+    assert "gradcam" in result.output and "energy" in result.output and "Boxes masked to black" in result.output
+    both = CliRunner().invoke(app, ["explain", "--checkpoint", str(scene_run / "best.pt"), "--images", "6",
+                                    "--figures", "0", "--faithfulness-images", "2", "--steps", "2", "--classes",
+                                    "present+predicted", "--deletion-substrate", "mean", "--out", str(out),
+                                    "--data-dir", str(fmnist_dir)])
+    assert both.exit_code == 0, both.output
+    scores = json.loads((out / "scores.json").read_text())
+    assert list(scores["by_classes"]) == ["present", "predicted"] and scores["classes"] == "present+predicted"
+    assert scores["pairs"] == scores["by_classes"]["present"]["pairs"] == 6 and scores["deletion_substrate"] == "mean"
+    assert "present classes" in both.output and "predicted classes" in both.output and "to mean" in both.output
 
 
 def test_cli_explain_bad_input(scene_run, fmnist_dir, tmp_path):
@@ -383,6 +561,7 @@ def test_cli_explain_localization_needs_boxes(fmnist_dir, tmp_path):
 def test_explain_settings_are_checked_and_explain_stands_apart_from_the_trainer():
     for settings, message in ((ExplainSettings(images=0), "images must be >= 1"),
                               (ExplainSettings(split="dev"), "unknown split 'dev'"),
+                              (ExplainSettings(deletion_substrate="grey"), "unknown deletion substrate 'grey'"),
                               (ExplainSettings(methods=("saliency",)), "unknown explanation method 'saliency'")):
         with pytest.raises(ValueError, match=message):
             settings.check()

@@ -260,17 +260,23 @@ def explain(
     method: Optional[str] = typer.Option(
         None, help="comma-separated: gradcam, attention (the model's own class or spatial map), "
                    "integrated_gradients, occlusion (default: gradcam, plus attention where the model has its own maps)"),
-    classes: str = typer.Option("present", help="present (ground truth), predicted, all, or comma-separated class names"),
+    classes: str = typer.Option("present", help="present (ground truth), predicted, all, or comma-separated class "
+                                                "names; several joined by + (present+predicted) are scored separately"),
     split: str = typer.Option("test", help="train, val or test"),
     images: str = typer.Option("16", help="how many images of the split to explain and score (from the first), or 'all'"),
     figures: int = typer.Option(16, min=0, help="how many of them get a PNG"),
     localization: Optional[bool] = typer.Option(None, "--localization/--no-localization",
                                                 help="score maps against the data's boxes (default: when it has boxes)"),
-    tolerance: float = typer.Option(4.0, min=0, help="pointing-game tolerance in pixels (also scored at 0)"),
-    faithfulness_images: int = typer.Option(128, min=0, help="images for deletion/insertion (RISE), from the first"),
+    tolerance: Optional[float] = typer.Option(
+        None, min=0, help="pointing-game tolerance in pixels, also scored at 0 (default: 15/224 of the shorter "
+                          "image side, TorchRay's 15 px at 224 px: 1.9 px at 28 px, 4.3 px at 64 px)"),
+    faithfulness_images: int = typer.Option(128, min=0, help="images for deletion/insertion (RISE) and ROAD, "
+                                                             "from the first"),
     steps: int = typer.Option(16, min=1, help="deletion/insertion steps"),
     layer: Optional[str] = typer.Option(None, help="Grad-CAM layer, a module path such as layer2 (default: the head's input)"),
     batch_size: int = typer.Option(128, min=1, help="images per batch"),
+    deletion_substrate: str = typer.Option("black", help="what deletion and box masking fill pixels with: black "
+                                                         "(pixel 0) or mean (the dataset mean, RISE's substrate)"),
     data_dir: Optional[str] = None,
     sanity: bool = typer.Option(False, "--sanity", help="sanity checks (Adebayo et al. 2018): maps of models whose "
                                 "weights are re-drawn block by block from the head down, compared with the trained ones"),
@@ -279,8 +285,7 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="print the scores as one JSON object"),
 ) -> None:
     """Explain a checkpoint: per-image figures of its maps, and their localisation and faithfulness scores."""
-    from .explain.run import SCORES_FILE, ExplainSettings, explain_checkpoint
-    from .explain.scores import SCORE_COLUMNS
+    from .explain.run import ExplainSettings, explain_checkpoint
 
     if images != "all" and not (images.isdigit() and int(images) >= 1):
         fail(f"--images must be a positive number or 'all', got '{images}'")
@@ -290,7 +295,8 @@ def explain(
                                images=None if images == "all" else int(images), figures=figures,
                                localization=localization, tolerance=tolerance, faithfulness_images=faithfulness_images,
                                steps=steps, layer=layer, batch_size=batch_size, data_dir=data_dir,
-                               sanity=sanity, sanity_reference=sanity_reference)
+                               deletion_substrate=deletion_substrate, sanity=sanity,
+                               sanity_reference=sanity_reference)
     try:
         result = explain_checkpoint(checkpoint, folder, settings)
     except (ValueError, FileNotFoundError, TypeError) as e:
@@ -298,21 +304,42 @@ def explain(
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{result['model']} + {result['attn'] or 'no attention'} ({result['head'] or 'own head'}), "
-                        f"{result['split']} split of {result['data']}")
-    columns = [(key, title.format(tol=f"{tolerance:g}")) for key, title in SCORE_COLUMNS] + [("images_per_s", "img/s")]
-    table.add_column("map")
-    for _, title in columns:
-        table.add_column(title, justify="right")
-    for name, scores in result["methods"].items():
-        table.add_row(name, *(f"{scores[k]:.1f}" if k in scores else "–" for k, _ in columns))
-    console.print(table)
-    console.print(f"{result['images']} images, {result['pairs']} (image, class) pairs ({result['classes']} classes); "
-                  "scores in %: pointing game, energy in box, relevance rank; deletion/insertion AUC on the first "
-                  f"{result['faithfulness_images']} images; random, centre and box are reference maps. "
-                  f"Figures and {SCORES_FILE}: {folder}", highlight=False)
+    print_explain(result, folder)
     if "sanity" in result:
         print_sanity(result["sanity"])
+
+
+def print_explain(result: dict, folder: Path) -> None:
+    """``attnvision explain``'s score table, what its scores mean, and the box-masking check."""
+    from .explain.run import SCORES_FILE
+    from .explain.scores import RATIOS, SCORE_COLUMNS
+
+    columns = [(key, title.format(tol=f"{result['tolerance']:g}")) for key, title in SCORE_COLUMNS]
+    columns.append(("images_per_s", "img/s"))
+    sets = result.get("by_classes", {result["classes"]: result})  # several class choices: a table each
+    for choice, part in sets.items():
+        table = Table(title=f"{result['model']} + {result['attn'] or 'no attention'} ({result['head'] or 'own head'}), "
+                            f"{result['split']} split of {result['data']}: {choice} classes")
+        table.add_column("map", no_wrap=True)
+        for _, title in columns:
+            table.add_column(title, justify="right")
+        for name, scores in part["methods"].items():
+            table.add_row(name, *(f"{scores[k]:.{2 if k in RATIOS else 1}f}" if k in scores else "–"
+                                  for k, _ in columns))
+        (console if console.is_terminal else Console(width=160)).print(table)  # a log keeps every column
+    pairs = ", ".join(f"{part['pairs']} {choice}" for choice, part in sets.items())
+    console.print(f"{result['images']} images, (image, class) pairs: {pairs}; "
+                  "scores in %: pointing game, energy in box (raw and min-max scaled), relevance rank; energy lift: "
+                  "energy over the box's area share (a uniform map: 1.0); deletion (to "
+                  f"{result['deletion_substrate']}) / insertion (from a Gaussian blur) and ROAD (10-90% of pixels "
+                  f"removed, noisy linear imputation) AUC of the class probability on the first "
+                  f"{result['faithfulness_images']} images; random, centre, edge (Sobel) and box are reference maps.",
+                  highlight=False)
+    if "box_masking" in result:
+        masking = result["box_masking"]
+        console.print(f"Boxes masked to {result['deletion_substrate']}: accuracy {masking['accuracy']:.1f}% → "
+                      f"{masking['masked_accuracy']:.1f}% (chance {masking['chance']:.1f}%)", highlight=False)
+    console.print(f"Figures and {SCORES_FILE}: {folder}", highlight=False)
 
 
 def print_sanity(sanity: dict) -> None:

@@ -1,14 +1,17 @@
 """Explain a trained run: maps for a split's images, their localisation and faithfulness scores,
 one figure per image, ``scores.json`` (SCORES_FILE: the means) and ``pairs.pt`` (PAIRS_FILE: every
 pair's scores: "pairs" (P, 2) rows (image, class), then per map name its per-pair scores:
-localisation in [0, 1], deletion/insertion in percent for the first ``faithfulness_pairs`` pairs).
+localisation in [0, 1] (energy lift a ratio), deletion/insertion and ROAD in percent for the first
+``faithfulness_pairs`` pairs).
 ``attnvision explain`` is a thin layer over :func:`explain_checkpoint` and its ``ExplainSettings``;
 it reads the model and data through ``evaluate.load_run`` only, never the trainer.
 
 Phases: select the images and the (image, class) pairs to explain → ``map_and_score``: per batch
 of images, every method's maps for its pairs and their per-pair localisation scores (no map of
-the whole split is kept) → ``faithfulness``: deletion/insertion on the first
-``faithfulness_images`` images → ``summarize`` → ``write_figures`` → ``scores.json``, ``pairs.pt``.
+the whole split is kept) → ``faithfulness``: deletion/insertion and ROAD on the first
+``faithfulness_images`` images → (with boxes) ``box_masking``: the model's accuracy with every box
+masked → ``summarize`` → ``write_figures`` → ``scores.json``, ``pairs.pt``. Every score's convention
+is in ``explain.scores``' docstring.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from ..evaluate import SPLITS, load_run
 from .cam import METHODS, has_own_maps, pair_maps
 from .figures import gallery_figure, image_figure
 from .sanity import run_sanity
-from .scores import BASELINES, baseline_maps, deletion_insertion, pair_scores, summarize_pairs
+from .scores import (BASELINES, ROAD_FRACTIONS, ROAD_NOISE, baseline_maps, box_masking, default_tolerance,
+                     deletion_insertion, pair_scores, road, summarize_pairs)
 
 SCORES_FILE = "scores.json"
 PAIRS_FILE = "pairs.pt"
 CLASS_CHOICES = ("present", "predicted", "all")
+SUBSTRATES = ("black", "mean")  # what deletion and box masking fill pixels with: pixel 0, or the dataset mean
 
 
 @dataclass(frozen=True)
@@ -38,18 +43,19 @@ class ExplainSettings:
     """What ``explain_checkpoint`` explains and how it scores it (the defaults: ``attnvision explain``'s)."""
 
     methods: tuple[str, ...] | None = None  # map methods (METHODS); None: Grad-CAM, plus the model's own maps
-    classes: str = "present"  # the pairs' classes: present, predicted, all, or comma-separated class names
+    classes: str = "present"  # the pairs' classes: present, predicted, all, class names (a,b); several: present+predicted
     split: str = "test"  # train, val or test
     images: int | None = 16  # the first N images of the split to explain and score; None: all
     figures: int = 16  # of those, how many get a PNG
     localization: bool | None = None  # score maps against the data's boxes; None: when it has boxes
-    tolerance: float = 4  # pointing-game tolerance in pixels (also scored at 0)
-    faithfulness_images: int = 128  # deletion/insertion (RISE) on the first N images
+    tolerance: float | None = None  # pointing-game tolerance in pixels (also scored at 0); None: default_tolerance
+    faithfulness_images: int = 128  # deletion/insertion (RISE) and ROAD on the first N images
     steps: int = 16  # deletion/insertion steps
     layer: str | None = None  # Grad-CAM layer, a module path such as "layer2"; None: the head's input
     batch_size: int = 128  # images per batch
     data_dir: str | None = None  # where the run's data lies; None: where it was trained from
-    seed: int = 0  # of the random reference map and of the order of tied pixels in deletion/insertion
+    seed: int = 0  # of the random reference map, ROAD's noise and the order of tied pixels in deletion/insertion/ROAD
+    deletion_substrate: str = "black"  # deletion's (and box masking's) fill: "black" (pixel 0) or "mean" (RISE's)
     sanity: bool = False  # sanity checks (explain/sanity.py): cascading weight randomisation, scores.json "sanity"
     sanity_reference: str | None = None  # with sanity: a checkpoint of the same model trained on permuted labels
 
@@ -62,6 +68,8 @@ class ExplainSettings:
             raise ValueError(f"unknown split '{self.split}'; valid: {', '.join(SPLITS)}")
         if self.sanity_reference and not self.sanity:
             raise ValueError("a sanity reference (permuted-label checkpoint) is only used with --sanity")
+        if self.deletion_substrate not in SUBSTRATES:
+            raise ValueError(f"unknown deletion substrate '{self.deletion_substrate}'; valid: {', '.join(SUBSTRATES)}")
         least = {"images": 1, "figures": 0, "faithfulness_images": 0, "steps": 1, "tolerance": 0, "batch_size": 1}
         for name, bound in least.items():
             value = getattr(self, name)
@@ -101,9 +109,13 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
     """Explain ``settings.images`` images of a checkpoint's data; writes ``settings.figures`` PNGs,
     SCORES_FILE and PAIRS_FILE to ``out`` and returns the scores.
 
-    With localisation, baselines (random, centre, box) are scored beside the methods (True on data
-    without boxes is an error); deletion/insertion run for the methods and the random map (the
-    reference).
+    With localisation, the reference maps (random, centre, edge, box) are scored beside the methods
+    (True on data without boxes is an error) and "box_masking" gives the model's accuracy with every
+    box masked; deletion/insertion and ROAD run for the methods and the random map (the reference).
+    "classes" records which classes the pairs explain (present, predicted, ...). Several choices
+    joined by "+" ("present+predicted") are explained in one pass over the union of their pairs and
+    scored separately: "by_classes" {choice: {"pairs", "methods"}}, and "pairs"/"methods" are the
+    first choice's (pairs.pt holds the union).
     """
     settings.check()
     cfg, bundle, model, fabric, state = load_run(checkpoint, settings.data_dir)
@@ -117,27 +129,39 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
     methods = settings.methods
     if methods is None:
         methods = ("gradcam", "attention") if has_own_maps(model, next(iter(loader))[0][:1]) else ("gradcam",)
-    pairs = choose_pairs(settings.classes, data.targets, logits, bundle.class_names, bundle.task)
+    sets = {choice: choose_pairs(choice, data.targets, logits, bundle.class_names, bundle.task)
+            for choice in settings.classes.split("+")}
+    pairs = torch.cat(list(sets.values())).unique(dim=0)  # each pair once, by image then class
     if len(pairs) == 0:
         raise ValueError(f"--classes {settings.classes} selects no (image, class) pair in the {len(data)} images")
     black = -torch.tensor(bundle.mean) / torch.tensor(bundle.std)  # pixel value 0, normalised
+    substrate = black if settings.deletion_substrate == "black" else torch.zeros_like(black)
+    tolerance = settings.tolerance if settings.tolerance is not None else default_tolerance(*data.images.shape[2:])
     names = list(methods) + (list(BASELINES) if boxes is not None else [])
+    multilabel = bundle.task == "multilabel"
 
     kept = pairs[:, 0] < max(settings.figures, settings.faithfulness_images)  # maps kept for figures/faithfulness
-    localization, kept_maps, seconds = map_and_score(model, loader, pairs, kept, names, boxes, settings.tolerance,
+    localization, kept_maps, seconds = map_and_score(model, loader, pairs, kept, names, boxes, tolerance,
                                                      settings.layer, black, settings.seed)
-    aucs = faithfulness(model, loader, pairs[kept], kept_maps, names, black, bundle.task == "multilabel", settings)
+    noise = ROAD_NOISE / torch.tensor(bundle.std)  # ROAD's σ in the normalised input's units
+    aucs = faithfulness(model, loader, pairs[kept], kept_maps, names, substrate, noise, multilabel, settings)
     summary, saved = summarize(names, seconds, len(data), pairs, localization, aucs)
-    probs = logits.sigmoid() if bundle.task == "multilabel" else logits.softmax(1)
+    probs = logits.sigmoid() if multilabel else logits.softmax(1)
     write_figures(out, settings.split, data, pairs[kept], {m: kept_maps[m] for m in methods}, probs, boxes,
                   bundle.class_names, settings.figures)
 
     result = {"checkpoint": str(checkpoint), "model": cfg.model, "attn": cfg.attn, "head": cfg.head, "data": cfg.data,
               "task": bundle.task, "split": settings.split, "images": len(data), "pairs": len(pairs),
-              "classes": settings.classes, "localization": boxes is not None, "tolerance": settings.tolerance,
+              "classes": settings.classes, "localization": boxes is not None, "tolerance": tolerance,
               "faithfulness_images": min(settings.faithfulness_images, len(data)), "steps": settings.steps,
-              "layer": settings.layer or "head input", "epoch": state["epoch"], "threads": torch.get_num_threads(),
-              "device": str(fabric.device), "methods": summary}
+              "deletion_substrate": settings.deletion_substrate, "road_fractions": list(ROAD_FRACTIONS),
+              "road_noise": ROAD_NOISE, "layer": settings.layer or "head input", "epoch": state["epoch"],
+              "threads": torch.get_num_threads(), "device": str(fabric.device), "methods": summary}
+    if len(sets) > 1:
+        result["by_classes"] = by_classes(sets, names, seconds, len(data), pairs, localization, aucs, settings)
+        result.update(next(iter(result["by_classes"].values())))  # "pairs", "methods": the first choice's
+    if boxes is not None:
+        result["box_masking"] = box_masking(model, (x for x, _ in loader), data.targets, boxes, substrate, multilabel)
     if settings.sanity:  # after the main scores: the trained model's maps are compared with re-drawn models'
         result["sanity"] = run_sanity(cfg, bundle, model, loader, pairs, tuple(methods),
                                       None if boxes is None else pair_boxes(boxes, pairs), black, settings)
@@ -147,35 +171,56 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
 
 
 def faithfulness(model, loader: TensorLoader, pairs: torch.Tensor, maps: dict[str, torch.Tensor], names: list[str],
-                 black: torch.Tensor, multilabel: bool, settings: ExplainSettings) -> dict[str, dict]:
-    """Deletion/insertion AUCs {name: {"deletion", "insertion": (F,)}} of the ``pairs`` (rows of
-    ``maps``) on the first ``settings.faithfulness_images`` images, for the methods and the random
-    map (the reference)."""
+                 substrate: torch.Tensor, noise: torch.Tensor, multilabel: bool,
+                 settings: ExplainSettings) -> dict[str, dict]:
+    """Deletion/insertion AUCs and ROAD scores {name: {"deletion", "insertion", "road_morf", ...}}
+    of the ``pairs`` (rows of ``maps``) on the first ``settings.faithfulness_images`` images, for the
+    methods and the random map (the reference). ``substrate`` (C,): deletion's fill; ``noise`` (C,):
+    ROAD's σ, both normalised."""
     faithful = pairs[:, 0] < settings.faithfulness_images
     if not faithful.any():
         return {}
     x = torch.cat([x for x, _ in loader_prefix(loader, settings.faithfulness_images)])
-    return {name: deletion_insertion(model, x[pairs[faithful, 0]], maps[name][faithful], pairs[faithful, 1], black,
-                                     multilabel, settings.steps, settings.batch_size, settings.seed)
+    x, targets = x[pairs[faithful, 0]], pairs[faithful, 1]
+    return {name: {**deletion_insertion(model, x, maps[name][faithful], targets, substrate, multilabel,
+                                        settings.steps, settings.batch_size, settings.seed),
+                   **road(model, x, maps[name][faithful], targets, noise, multilabel, settings.batch_size,
+                          settings.seed)}
             for name in names if name not in BASELINES or name == "random"}
 
 
 def summarize(names: list[str], seconds: dict, images: int, pairs: torch.Tensor, localization: dict,
               aucs: dict) -> tuple[dict, dict]:
-    """Per map its speed, mean localisation scores and deletion/insertion AUCs (scores.json's
-    "methods"); and every pair's scores (pairs.pt, for paired comparisons of runs)."""
+    """Per map its speed, mean localisation scores, deletion/insertion and ROAD AUCs and mean ROAD
+    curves (scores.json's "methods"); and every pair's scores (pairs.pt, for paired comparisons of runs)."""
     summary, saved = {}, {"pairs": pairs}
     for name in names:
         summary[name] = {"seconds": seconds[name], "images_per_s": images / max(seconds[name], 1e-9)}
         if name in localization:
             summary[name].update(summarize_pairs(localization[name], pairs[:, 1]))
-            saved[name] = localization[name]
+            saved[name] = dict(localization[name])  # a copy: the faithfulness scores join it below
         if name in aucs:
-            auc = aucs[name]
-            summary[name].update(deletion=float(auc["deletion"].mean()), insertion=float(auc["insertion"].mean()),
-                                 faithfulness_pairs=len(auc["deletion"]))
+            auc = aucs[name]  # per pair: (P,) scores, (P, fractions) curves
+            summary[name].update({k: float(v.mean()) if v.ndim == 1 else v.mean(0).tolist() for k, v in auc.items()})
+            summary[name]["faithfulness_pairs"] = len(auc["deletion"])
             saved.setdefault(name, {}).update(auc)
     return summary, saved
+
+
+def by_classes(sets: dict[str, torch.Tensor], names: list[str], seconds: dict, images: int, pairs: torch.Tensor,
+               localization: dict, aucs: dict, settings: ExplainSettings) -> dict[str, dict]:
+    """Per class choice (``sets``: its pairs, each a row of the union ``pairs``), its number of pairs
+    and its own summary ("methods"), from the union's per-pair scores."""
+    width = int(pairs[:, 1].max()) + 1  # a pair's key: image · width + class
+    faithful = pairs[:, 0] < settings.faithfulness_images  # the rows of the union that aucs holds
+    out = {}
+    for choice, chosen in sets.items():
+        rows = torch.isin(pairs[:, 0] * width + pairs[:, 1], chosen[:, 0] * width + chosen[:, 1])
+        part = {n: {k: v[rows] for k, v in d.items()} for n, d in localization.items()}
+        part_aucs = {n: {k: v[rows[faithful]] for k, v in d.items()} for n, d in aucs.items()}
+        out[choice] = {"pairs": len(chosen),
+                       "methods": summarize(names, seconds, images, pairs[rows], part, part_aucs)[0]}
+    return out
 
 
 def compact(saved: dict) -> dict:
@@ -218,8 +263,9 @@ def map_and_score(model, loader: TensorLoader, pairs: torch.Tensor, kept: torch.
         batch_boxes = None if boxes is None else pair_boxes(boxes, batch_pairs)
         for name in names:
             t0 = time.perf_counter()
-            if name in BASELINES:
-                maps = baseline_maps(name, len(batch_pairs), *x.shape[2:], boxes=batch_boxes, seed=seed + start)
+            if name in BASELINES:  # seeded by image index: the same maps whatever the batch size
+                maps = baseline_maps(name, len(batch_pairs), *x.shape[2:], boxes=batch_boxes, seed=seed,
+                                     images=x[batch_pairs[:, 0] - start], index=batch_pairs[:, 0])
             else:
                 maps = pair_maps(model, x, batch_pairs - torch.tensor([start, 0]), name, layer, black).float().cpu()
             seconds[name] += time.perf_counter() - t0

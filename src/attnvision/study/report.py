@@ -38,7 +38,7 @@ import jinja2
 import rich.table
 
 from ..explain.figures import pyplot
-from ..explain.scores import SCORE_COLUMNS
+from ..explain.scores import RATIOS, SCORE_COLUMNS
 from ..profile import MACS_CONVENTION
 from ..stats import POWER_FACTOR
 from .layout import GALLERY, LOCALIZATION, MAIN, PLOTS, REPORT_HTML, REPORT_MD, RESULTS_CSV, TRAIN_LOG
@@ -228,7 +228,8 @@ LOCALIZATION_COLUMNS = (
     Column("configuration", item("order"), item("label")),
     Column("map", item("map"), lambda r: MAP_NAMES.get(r["map"], r["map"]) or "–"),
     Column("test {metric} (%)", item("test")),
-    *(Column(title, lambda r, key=key: r["scores"].get(key), digits=1) for key, title in SCORE_COLUMNS),
+    *(Column(title, lambda r, key=key: r["scores"].get(key), digits=2 if key in RATIOS else 1)
+      for key, title in SCORE_COLUMNS),
 )
 
 
@@ -411,9 +412,12 @@ def localization_note(settings: dict) -> str:
             f"{settings['images']} {settings['split']} images ({settings['pairs']} image-class pairs, the ground-truth "
             f"class): Grad-CAM at the {settings['layer']} and the module's own spatial map where it has "
             f"one. Pointing game with a {settings['tolerance']:g}-pixel tolerance and without, energy in "
-            f"box, relevance rank; deletion/insertion AUC over the first {settings['faithfulness_images']} images in "
-            f"{settings['steps']} steps. Reference rows: a random map (chance), a centred Gaussian, the "
-            "box itself (upper bound).")
+            "box (raw, as lift over the box's area share where a uniform map scores 1.0×, and after min-max "
+            "scaling of each map), relevance rank; over the first "
+            f"{settings['faithfulness_images']} images, deletion (to black) / insertion (from a Gaussian blur, "
+            f"kernel 11, σ = 5 px) AUC in {settings['steps']} steps and ROAD (10–90% of the pixels removed, most "
+            "or least relevant first, filled by noisy linear imputation) AUC of the class probability. Reference "
+            "rows: a random map (chance), a centred Gaussian, a Sobel edge map, the box itself (upper bound).")
 
 
 GALLERY_CAPTION = ("Top row: the images with their object boxes (green); below, each configuration's Grad-CAM and, "
