@@ -105,6 +105,16 @@ def pair_boxes(boxes: list[torch.Tensor], pairs: torch.Tensor) -> list[torch.Ten
     return [boxes[i][boxes[i][:, 4] == c, :4] for i, c in pairs.tolist()]
 
 
+def select_pairs(classes: str, targets: torch.Tensor, logits: torch.Tensor, bundle) -> tuple[dict, torch.Tensor]:
+    """The pairs of each class choice ("present+predicted": two) and their union, each pair once."""
+    sets = {choice: choose_pairs(choice, targets, logits, bundle.class_names, bundle.task)
+            for choice in classes.split("+")}
+    pairs = torch.cat(list(sets.values())).unique(dim=0)  # by image then class
+    if len(pairs) == 0:
+        raise ValueError(f"--classes {classes} selects no (image, class) pair in the {len(targets)} images")
+    return sets, pairs
+
+
 def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: ExplainSettings = ExplainSettings()) -> dict:
     """Explain ``settings.images`` images of a checkpoint's data; writes ``settings.figures`` PNGs,
     SCORES_FILE and PAIRS_FILE to ``out`` and returns the scores.
@@ -126,14 +136,9 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
                           device=fabric.device, channels_last=cfg.channels_last)
     with torch.no_grad():
         logits = torch.cat([model(x).float().cpu() for x, _ in loader])
-    methods = settings.methods
-    if methods is None:
-        methods = ("gradcam", "attention") if has_own_maps(model, next(iter(loader))[0][:1]) else ("gradcam",)
-    sets = {choice: choose_pairs(choice, data.targets, logits, bundle.class_names, bundle.task)
-            for choice in settings.classes.split("+")}
-    pairs = torch.cat(list(sets.values())).unique(dim=0)  # each pair once, by image then class
-    if len(pairs) == 0:
-        raise ValueError(f"--classes {settings.classes} selects no (image, class) pair in the {len(data)} images")
+    methods = settings.methods or (("gradcam", "attention") if has_own_maps(model, next(iter(loader))[0][:1])
+                                   else ("gradcam",))
+    sets, pairs = select_pairs(settings.classes, data.targets, logits, bundle)
     black = -torch.tensor(bundle.mean) / torch.tensor(bundle.std)  # pixel value 0, normalised
     substrate = black if settings.deletion_substrate == "black" else torch.zeros_like(black)
     tolerance = settings.tolerance if settings.tolerance is not None else default_tolerance(*data.images.shape[2:])
