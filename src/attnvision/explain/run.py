@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -169,7 +169,8 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
         result["box_masking"] = box_masking(model, (x for x, _ in loader), data.targets, boxes, substrate, multilabel)
     if settings.sanity:  # after the main scores: the trained model's maps are compared with re-drawn models'
         result["sanity"] = run_sanity(cfg, bundle, model, loader, pairs, tuple(methods),
-                                      None if boxes is None else pair_boxes(boxes, pairs), black, settings)
+                                      None if boxes is None else pair_boxes(boxes, pairs), black,
+                                      replace(settings, tolerance=tolerance))  # the tolerance in use
     atomic_write_text(out / SCORES_FILE, json.dumps(result, indent=2))
     atomic_torch_save(compact(saved), out / PAIRS_FILE)
     return result
