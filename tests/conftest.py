@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny, learnable dataset in the official Fashion-MNIST file format."""
+"""Shared fixtures: a tiny, learnable dataset in the official Fashion-MNIST file format, and a run
+killed right after its first epoch."""
 
 from __future__ import annotations
 
@@ -35,3 +36,26 @@ def tiny_fashion_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: 
 @pytest.fixture(scope="session")
 def fmnist_dir(tmp_path_factory) -> Path:
     return tiny_fashion_mnist(tmp_path_factory.mktemp("fashion-mnist"))
+
+
+@pytest.fixture
+def interrupted_after_first_epoch(monkeypatch):
+    """``run(cfg)``: train ``cfg`` but kill it right after epoch 1's checkpoint and log were written."""
+    import attnvision.train as train_mod
+    from attnvision.checkpoint import load_checkpoint
+
+    def run(cfg) -> None:
+        real_write_log = train_mod._write_log
+
+        def crash_after_first_epoch(path, history):
+            real_write_log(path, history)
+            if len(history) == 1:
+                raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            m.setattr(train_mod, "_write_log", crash_after_first_epoch)
+            with pytest.raises(KeyboardInterrupt):
+                train_mod.train(cfg, progress=False)
+        assert load_checkpoint(Path(cfg.out) / "last.pt")["epoch"] == 1
+
+    return run

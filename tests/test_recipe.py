@@ -172,19 +172,9 @@ def test_ema_run_is_selected_tested_and_evaluated_with_the_average(fmnist_dir, t
     assert evaluate_checkpoint(tmp_path / "run" / "best.pt")["acc"] == pytest.approx(metrics["test"]["acc"], abs=1e-9)
 
 
-def test_resume_is_bit_exact_with_every_tool_on(fmnist_dir, tmp_path, monkeypatch):
+def test_resume_is_bit_exact_with_every_tool_on(fmnist_dir, tmp_path, interrupted_after_first_epoch):
     straight = train(tiny_config(fmnist_dir, tmp_path / "a", **ALL_TOOLS), progress=False)
-    real_write_log = train_mod._write_log
-
-    def crash_after_first_epoch(path, history):
-        real_write_log(path, history)
-        if len(history) == 1:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(train_mod, "_write_log", crash_after_first_epoch)
-        with pytest.raises(KeyboardInterrupt):
-            train(tiny_config(fmnist_dir, tmp_path / "b", **ALL_TOOLS), progress=False)
+    interrupted_after_first_epoch(tiny_config(fmnist_dir, tmp_path / "b", **ALL_TOOLS))
     resumed = train(TrainConfig(), resume=tmp_path / "b", progress=False)
     a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in "ab")
     for part in ("model", "ema"):

@@ -46,25 +46,9 @@ def test_run_folder_contents_and_learning(fmnist_dir, tmp_path):
     assert saved["test"]["acc"] > 40, "the bar pattern is easy: training must beat chance (10%) clearly"
 
 
-def interrupted_after_first_epoch(cfg: TrainConfig, monkeypatch) -> None:
-    """Run ``cfg`` but kill it right after epoch 1's checkpoint was written."""
-    real_write_log = train_mod._write_log
-
-    def crash_after_first_epoch(path, history):
-        real_write_log(path, history)
-        if len(history) == 1:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(train_mod, "_write_log", crash_after_first_epoch)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, progress=False)
-    assert load_checkpoint(Path(cfg.out) / "last.pt")["epoch"] == 1
-
-
-def test_resume_continues_exactly(fmnist_dir, tmp_path, monkeypatch):
+def test_resume_continues_exactly(fmnist_dir, tmp_path, interrupted_after_first_epoch):
     straight = train(tiny_config(fmnist_dir, tmp_path / "a"), progress=False)
-    interrupted_after_first_epoch(tiny_config(fmnist_dir, tmp_path / "b"), monkeypatch)
+    interrupted_after_first_epoch(tiny_config(fmnist_dir, tmp_path / "b"))
 
     resumed = train(TrainConfig(), resume=tmp_path / "b", progress=False)
     a = load_checkpoint(tmp_path / "a" / "last.pt")
@@ -75,8 +59,9 @@ def test_resume_continues_exactly(fmnist_dir, tmp_path, monkeypatch):
     assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(fmnist_dir, tmp_path, monkeypatch):
-    interrupted_after_first_epoch(tiny_config(fmnist_dir, tmp_path / "run"), monkeypatch)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(fmnist_dir, tmp_path, monkeypatch,
+                                                     interrupted_after_first_epoch):
+    interrupted_after_first_epoch(tiny_config(fmnist_dir, tmp_path / "run"))
     good = load_checkpoint(tmp_path / "run" / "last.pt")
 
     monkeypatch.setattr(train_mod, "build_loss", lambda cfg, task: lambda logits, y: logits.sum() * float("nan"))
