@@ -1,4 +1,5 @@
-"""Validation accuracy vs epoch of short-recipe candidates beside a long reference run, and their table.
+"""Validation accuracy vs epoch of short-recipe candidates beside a long reference run, test accuracy
+against the epoch budget, and their table.
 
     .venv/bin/python benchmarks/recipe_curves.py docs/runs/recipe-search \\
         --reference docs/runs/fmnist-attention/none-s0 --out docs/recipe-curves.png
@@ -78,8 +79,10 @@ def table(groups: dict[str, list[dict]], reference: dict | None) -> str:
     return "\n".join(lines)
 
 
-def plot(groups: dict[str, list[dict]], reference: dict | None, out: Path, ymin: float) -> None:
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+def plot(groups: dict[str, list[dict]], reference: dict | None, out: Path, ymin: float, title: str) -> None:
+    """Left: validation accuracy per epoch; right: test accuracy against the epoch budget (every
+    group's mean over seeds, each seed a dot), with the target 0.3 pp below the reference's test."""
+    fig, (ax, budget) = plt.subplots(1, 2, figsize=(14, 5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
     top = ymin
     if reference:
         xs, ys, _, _ = curve([reference])
@@ -99,13 +102,26 @@ def plot(groups: dict[str, list[dict]], reference: dict | None, out: Path, ymin:
             ax.plot(xs, raw, ls=":", marker="x", ms=3, lw=1.2, color=line.get_color(),
                     label=f"{name}, raw weights, i.e. without EMA (final {raw[-1]:.2f})")
             top = max(top, *raw)
+        tests = [r["metrics"]["test"]["acc"] for r in runs]
+        budget.scatter([runs[0]["metrics"]["epochs"]] * seeds, tests, s=12, color=line.get_color(), alpha=0.5)
+        budget.plot([runs[0]["metrics"]["epochs"]], [statistics.mean(tests)], "o", ms=7, color=line.get_color(),
+                    label=f"{name}: {mean_std(tests)}")
+    if reference:
+        ref_test = reference["metrics"]["test"]["acc"]
+        budget.plot([reference["metrics"]["epochs"]], [ref_test], "ks", ms=7, label=f"reference: {ref_test:.2f}")
+        budget.axhline(ref_test - 0.3, color="k", ls=":", lw=1, label=f"target: reference − 0.3 pp ({ref_test - 0.3:.2f})")
+        budget.axvline(reference["metrics"]["epochs"] / 3, color="grey", ls="--", lw=1, label="a third of its epochs")
+    budget.set_xlabel("epoch budget (each point a run trained for that many epochs)")
+    budget.set_ylabel("test accuracy (%), best-validation checkpoint")
+    budget.grid(alpha=0.3)
+    budget.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(ymin, top + 0.5)
     ax.set_xlim(left=0.5)
     ax.grid(alpha=0.3)
-    ax.set_title("resnet20 on Fashion-MNIST (55,000 training images): validation accuracy per epoch")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
@@ -117,6 +133,8 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, help="the long run to compare with (a run folder)")
     parser.add_argument("--out", type=Path, default=Path("docs/recipe-curves.png"), help="the PNG to write")
     parser.add_argument("--ymin", type=float, default=88.0, help="lower end of the accuracy axis")
+    parser.add_argument("--title", default="resnet20 on Fashion-MNIST (55,000 training images): validation accuracy "
+                        "per epoch", help="the left panel's title")
     args = parser.parse_args()
     groups: dict[str, list[dict]] = defaultdict(list)
     for path in sorted(args.folder.glob("*/metrics.json")):
@@ -124,7 +142,7 @@ def main() -> None:
     if not groups:
         raise SystemExit(f"no */metrics.json under {args.folder}")
     reference = read_run(args.reference) if args.reference else None
-    plot(groups, reference, args.out, args.ymin)
+    plot(groups, reference, args.out, args.ymin, args.title)
     print(table(groups, reference))
 
 

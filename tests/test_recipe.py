@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 import attnvision.train as train_mod
 from attnvision.checkpoint import load_checkpoint
-from attnvision.config import TrainConfig
+from attnvision.cli import app
+from attnvision.config import TrainConfig, read_config, recipe_names
 from attnvision.data.loader import random_erase
 from attnvision.data.mixing import Mixing, mix_batch
 from attnvision.ema import WeightEMA
-from attnvision.evaluate import evaluate_checkpoint, predict
+from attnvision.evaluate import evaluate_checkpoint, load_bundle, predict
 from attnvision.train import lr_factor, train
 
 ALL_TOOLS = dict(ema_decay=0.9, mixup_prob=0.3, cutmix_prob=0.3, erase_prob=0.5, tta_hflip=True, grad_clip=5.0,
@@ -128,10 +130,6 @@ def test_step_schedule_decays_at_milestones():
 
 
 def test_milestones_is_a_comma_separated_flag(fmnist_dir, tmp_path):
-    from typer.testing import CliRunner
-
-    from attnvision.cli import app
-
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--data-dir", str(fmnist_dir), "--val-size", "100", "--train-subset",
                                       "64", "--epochs", "2", "--batch-size", "32", "--schedule", "step",
@@ -196,3 +194,26 @@ def test_every_tool_is_a_train_flag():
                  "--tta-hflip", "--grad-clip", "onecycle"):
         assert flag in help_text, flag
     assert replace(TrainConfig(), **ALL_TOOLS).validate() is None
+
+
+def test_permuted_labels_shuffle_the_training_targets_only(fmnist_dir):
+    plain = load_bundle(TrainConfig(data_dir=str(fmnist_dir), val_size=100, train_subset=256))
+    permuted = load_bundle(TrainConfig(data_dir=str(fmnist_dir), val_size=100, train_subset=256, permute_labels=True))
+    assert torch.equal(permuted.train.images, plain.train.images) and torch.equal(permuted.val.targets, plain.val.targets)
+    assert torch.equal(permuted.train.targets.sort().values, plain.train.targets.sort().values)  # the same labels ...
+    assert (permuted.train.targets != plain.train.targets).float().mean() > 0.7  # ... mostly on other images
+
+
+def test_packaged_recipes_are_config_names(fmnist_dir, tmp_path):
+    assert {"fashion-mnist-converged", "scenes-converged"} <= set(recipe_names())
+    recipe = read_config("fashion-mnist-converged")
+    assert (recipe["epochs"], recipe["schedule"], recipe["label_smoothing"]) == (20, "linear", 0.1)
+    TrainConfig.from_dict(read_config("scenes-converged")).validate()
+    result = CliRunner().invoke(app, ["train", "--config", "fashion-mnist-convergd"])
+    assert result.exit_code == 2 and "neither a file" in result.output and "fashion-mnist-converged" in result.output
+    result = CliRunner().invoke(app, ["train", "--config", "fashion-mnist-converged", "--data-dir", str(fmnist_dir),
+                                      "--epochs", "1", "--train-subset", "128", "--val-size", "100", "--threads", "1",
+                                      "--no-progress", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "schedule: linear" in saved and "tta_hflip: true" in saved and "epochs: 1" in saved

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from attnvision.cli import app
@@ -35,7 +36,7 @@ def tiny_grid(fmnist_dir: Path, out: Path, *extra: str, localization: bool = Tru
            if localization else "none")
     return ["compare", "--attn", "none,se", "--epochs", "1", "--train-subset", "200", "--val-size", "100",
             "--batch-size", "64", "--data-dir", str(fmnist_dir), "--localization", loc, "--explain-images", "40",
-            "--jobs", "2", "--out", str(out), *extra]
+            "--jobs", "2", "--out", str(out), *(["--data-randomization"] if localization else []), *extra]
 
 
 @pytest.fixture(scope="module")  # `make test` runs a file on one worker (--dist loadfile): trained once
@@ -49,14 +50,22 @@ def study(fmnist_dir, tmp_path_factory) -> tuple[Path, str]:
 @pytest.mark.slow
 def test_compare_writes_every_part_of_the_report(study):
     out, output = study
-    assert re.search(r"\[4/4\] localization/\w+-s0: test acc", output) and "epoch 1/1" in output
+    assert re.search(r"\[6/6\] (localization|permuted)/\w+-s0: test acc", output) and "epoch 1/1" in output
     assert f"report: {(out / 'report.html').resolve()}" in output.replace("\n", "")
     for name in ("report.html", "report.md", "results.csv", "costs.json", "study.yaml", "environment.json",
                  "plots/accuracy-vs-latency.png", "plots/accuracy-vs-latency.svg", "plots/accuracy-vs-params.svg",
-                 "plots/learning-curves.png", "plots/gallery.png", "localization/se-s0/explain/scores.json"):
+                 "plots/learning-curves.png", "plots/gallery.png", "localization/se-s0/explain/scores.json",
+                 "permuted/se-s0/metrics.json"):
         assert (out / name).is_file(), name
+    permuted = yaml.safe_load((out / "permuted" / "se-s0" / "config.yaml").read_text())
+    assert permuted["permute_labels"] and permuted["data"] == "fashion-mnist-scenes-single"
+    sanity = json.loads((out / "localization" / "se-s0" / "explain" / "scores.json").read_text())["sanity"]
+    assert {"steps", "fails_sanity", "randomized_model_scores", "data_randomization"} <= set(sanity["gradcam"])
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Do the maps depend on what the model learned?" in markdown and "reference: randomized model" in markdown
+    assert re.search(r"(Equal|Unequal) quality: ", markdown) and "accuracy vs baseline" in markdown
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["level"] for r in rows].count("run") == 4 and [r["level"] for r in rows].count("configuration") == 2
+    assert [r["level"] for r in rows].count("run") == 6 and [r["level"] for r in rows].count("configuration") == 2
     se = next(r for r in rows if r["level"] == "configuration" and r["configuration"] == "se")
     assert float(se["params"]) > 272_186 and float(se["train_step_ratio"]) > 0 and float(se["latency_ms_b32"]) > 0
     assert se["ci_low"] and float(se["ci_low"]) <= float(se["delta"]) <= float(se["ci_high"])
@@ -89,7 +98,7 @@ def test_report_md_and_html_show_the_same_sections(study):
     in_html, in_markdown = headings(out)
     assert in_html == in_markdown
     assert in_html[1:] == ["2 Accuracy and cost", "2 Does it look at the object?",
-                           "2 The same test images, every configuration", "2 Runs", "2 Environment"]
+                           "2 Do the maps depend on what the model learned?", "2 The same test images, every configuration", "2 Runs", "2 Environment"]
     markdown = (out / "report.md").read_text(encoding="utf-8")
     page = html.unescape((out / "report.html").read_text(encoding="utf-8"))
     assert "![explanation gallery](plots/gallery.png)" in markdown
@@ -125,7 +134,7 @@ def test_finished_cells_are_skipped_and_interrupted_ones_resumed(study, fmnist_d
     (out / "runs" / "se-s0" / "metrics.json").unlink()  # as if killed after its last epoch's checkpoint
     result = CliRunner().invoke(app, tiny_grid(fmnist_dir, out))
     assert result.exit_code == 0, result.output
-    assert "4 cells: 3 finished, 1 to train" in result.output and "start runs/se-s0 (resuming)" in result.output
+    assert "6 cells: 5 finished, 1 to train" in result.output and "start runs/se-s0 (resuming)" in result.output
     assert (out / "runs" / "none-s0" / "metrics.json").stat().st_mtime_ns == kept
     assert (out / "runs" / "se-s0" / "metrics.json").is_file()
 
@@ -204,6 +213,20 @@ def test_a_failing_cell_is_recorded_and_the_others_finish(fmnist_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_multi_item_localization_part_explains_every_present_class(fmnist_dir, tmp_path):
+    out = tmp_path / "study"
+    grid = tiny_grid(fmnist_dir, out, "--attn", "none", "--explain-images", "12", localization=False)
+    grid[grid.index("--localization") + 1] = json.dumps(
+        {"data": "fashion-mnist-scenes", "val_size": 100, "data_kw": {"n_train": 300, "n_test": 100, "items": [2, 3]}})
+    result = CliRunner().invoke(app, grid)
+    assert result.exit_code == 0, result.output
+    scores = json.loads((out / "localization" / "none-s0" / "explain" / "scores.json").read_text())
+    assert scores["task"] == "multilabel" and scores["images"] == 12 and scores["pairs"] > 12
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "test mAP (%)" in markdown and "reference: randomized model" in markdown
+
+
+@pytest.mark.slow
 def test_ray_executor_runs_cells_into_the_same_folders(fmnist_dir, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "study"
@@ -254,6 +277,30 @@ def test_study_layers_preset_grid_and_flags():
     assert build_study("quick", None, {}, {}, localization=None).localization is None
     names = [n for n, _ in Study(model=["resnet20", "resnet32"], attn=[None, "se"], head=[None, "csra"]).configurations()]
     assert names[:2] == ["resnet20-none-own-head", "resnet20-none-csra"] and len(names) == 8
+
+
+def test_localization_seeds_and_permuted_label_twins():
+    study = build_study("quick", None, {"seed": [0, 1, 2]}, {}, localization_seeds=2, data_randomization=True)
+    cells = study.cells(Path("s"))
+    assert [c.name for c in cells if c.part == "localization"][-2:] == ["bam-s1", "eca_cbam-s1"]
+    assert len([c for c in cells if c.part == "localization"]) == 12
+    twins = [c for c in cells if c.part == "permuted"]
+    assert len(twins) == 6 and all(c.config.permute_labels and c.config.seed == 0 for c in twins)
+    assert twins[0].folder == Path("s/permuted/none-s0") and twins[0].config.data == "fashion-mnist-scenes-single"
+    with pytest.raises(ValueError, match="localization_seeds 4 is more than the 3 seed"):
+        build_study("quick", None, {"seed": [0, 1, 2]}, {}, localization_seeds=4)
+    with pytest.raises(ValueError, match="no localisation part"):
+        build_study("quick", None, {}, {}, localization=None, data_randomization=True)
+
+
+def test_converged_preset_reads_the_packaged_recipes():
+    study = build_study("converged", None, {}, {})
+    main = study.cells(Path("s"))[0].config
+    assert (main.epochs, main.schedule, main.batch_size, main.tta_hflip, len(study.seed)) == (20, "linear", 64, True, 3)
+    assert study.model == ["resnet20"] and "model" not in study.recipe
+    loc = next(c for c in study.cells(Path("s")) if c.part == "localization").config
+    assert loc.data == "fashion-mnist-scenes-single" and loc.data_kw["clutter"] > 0 and not loc.tta_hflip
+    assert study.localization_seeds == 3 and study.data_randomization
 
 
 def test_quick_preset_compares_the_proposal_modules():

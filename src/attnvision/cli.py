@@ -55,11 +55,15 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.command("list")
 def list_cmd() -> None:
-    """Print the registered attention modules, heads, models and datasets."""
+    """Print the registered attention modules, heads, models and datasets, and the packaged recipes
+    (`train --config NAME`) and study presets (`compare --preset NAME`)."""
     from . import list_attn, list_datasets, list_heads, list_models
+    from .config import recipe_names
+    from .study.grid import PRESETS
 
     for title, names in (("attention modules", list_attn()), ("heads", list_heads()),
-                         ("models", list_models()), ("datasets", list_datasets())):
+                         ("models", list_models()), ("datasets", list_datasets()),
+                         ("recipes", recipe_names()), ("study presets", list(PRESETS))):
         console.print(f"[bold]{title}[/] ({len(names)}): " + ", ".join(names), highlight=False)
 
 
@@ -167,8 +171,9 @@ def leaf_keys(options: dict, prefix: str = "") -> set[str]:
 @with_config_options()
 def train(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, help="a YAML file of these options, e.g. a run folder's config.yaml: "
-                                         "re-runs it, options given here overriding the file"),
+    config: Optional[str] = typer.Option(None, help="a YAML file of these options, e.g. a run folder's config.yaml "
+                                         "(re-runs it), or a packaged recipe's name (`attnvision list`, e.g. "
+                                         "fashion-mnist-converged); options given here override it"),
     resume: Optional[str] = typer.Option(None, help="continue the run in this folder from its last.pt, with its "
                                          "saved options; --epochs N extends it to N epochs"),
     progress: bool = typer.Option(True, help="show a progress bar"),
@@ -176,7 +181,7 @@ def train(
 ) -> None:
     """Train a model; writes metrics.json, log.csv, test predictions, TensorBoard events, best.pt and last.pt."""
     from .checkpoint import DiskFullError
-    from .config import TrainConfig, merge_options, read_yaml_mapping
+    from .config import TrainConfig, merge_options, read_config
     from .train import DivergedError
     from .train import train as run_training
 
@@ -188,8 +193,7 @@ def train(
                  "cannot change them (only --epochs can, to extend the run). Start a new run with another "
                  "--out to change them.")
     try:
-        saved = read_yaml_mapping(config, "config file", "of option names to values, such as a run's config.yaml") \
-            if config else {}
+        saved = read_config(config) if config else {}
         cfg = TrainConfig.from_dict(merge_options(saved, config_overrides(options, given)))
         metrics = run_training(cfg, resume=resume, progress=progress,
                                epochs=options["epochs"] if resume is not None and "epochs" in given else None)
@@ -401,13 +405,15 @@ def parse_list(option: str, text: str, kind=str) -> list:
 @with_config_options(lists=GRID_AXES, exclude=("out",))
 def compare(
     ctx: typer.Context,
-    preset: Optional[str] = typer.Option(None, help="quick (what `make demo` runs, minutes on a CPU), full "
-                                         "(the full-length Fashion-MNIST recipe, 5 seeds), cifar (ResNet-56 on "
-                                         "CIFAR-100, 164 epochs, 5 seeds, SE as positive control) or cifar10: the "
-                                         "last three for a GPU machine"),
+    preset: Optional[str] = typer.Option(None, help="quick (what `make demo` runs, minutes on a CPU), converged "
+                                         "(the measured 20-epoch Fashion-MNIST recipe and the scenes recipe, 3 seeds "
+                                         "each, sanity checks with permuted-label models: about 20 h on 2 CPU "
+                                         "cores), full (the 15-epoch Fashion-MNIST recipe, 5 seeds), cifar "
+                                         "(ResNet-56 on CIFAR-100, 164 epochs, 5 seeds, SE as positive control) or "
+                                         "cifar10: the last three for a GPU machine"),
     grid: Optional[str] = typer.Option(None, help="a grid YAML file (keys: model, attn, head, seed as lists, "
-                                       "recipe, localization, baseline, positive_control, explain_images), e.g. a "
-                                       "study's study.yaml"),
+                                       "recipe, localization, localization_seeds, data_randomization, baseline, "
+                                       "positive_control, explain_images, note), e.g. a study's study.yaml"),
     out: str = typer.Option("runs/study", help="study folder"),
     localization: Optional[str] = typer.Option(
         None, help="options of the localisation part as JSON (e.g. '{\"data\": \"fashion-mnist-scenes-single\", "
@@ -416,6 +422,11 @@ def compare(
                                            "(default: the first)"),
     positive_control: Optional[str] = typer.Option(None, help="a configuration expected to beat the baseline (a "
                                                    "published gain): the report says whether it did"),
+    localization_seeds: Optional[int] = typer.Option(None, min=1, help="the localisation part trains the first N "
+                                                     "seeds (default 1)"),
+    data_randomization: Optional[bool] = typer.Option(None, help="also train each localisation configuration on "
+                                                      "permuted labels (first seed): the sanity checks' data "
+                                                      "randomisation test"),
     explain_images: Optional[int] = typer.Option(None, min=1, help="test images explained per localisation run"),
     faithfulness_images: Optional[int] = typer.Option(None, min=1, help="of those, how many also get "
                                                       "deletion/insertion scores (the costly part)"),
@@ -437,7 +448,8 @@ def compare(
     jobs, threads = default_jobs(jobs)
     recipe = config_overrides(options, [name for name in given if name not in GRID_AXES])
     settings = {k: v for k, v in (("baseline", baseline), ("positive_control", positive_control),
-                                  ("explain_images", explain_images),
+                                  ("explain_images", explain_images), ("localization_seeds", localization_seeds),
+                                  ("data_randomization", data_randomization),
                                   ("faithfulness_images", faithfulness_images)) if v is not None}
     if localization is not None:
         settings["localization"] = None if localization == "none" else parse_json_dict("--localization", localization)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -71,6 +72,9 @@ class TrainConfig:
     split_seed: int = option(0, SEED, "seed of the train/validation split, fixed across run seeds so that all "
                              "runs share one validation split")
     train_subset: int | None = option(None, POSITIVE_INT, "train on the first N training images only (short recipes)")
+    permute_labels: bool = option(False, help="train on the training images' labels permuted at random (seeded by "
+                                  "split-seed; validation and test labels stay true): a model that can only memorise, "
+                                  "the reference of the data randomisation sanity check (Adebayo et al. 2018)")
     model: str = option("resnet20", help="model name")
     attn: str | None = option(None, help="attention module inside the backbone (none if omitted)")
     head: str | None = option(None, help="classification head (default: the model's own, e.g. gap)")
@@ -174,6 +178,32 @@ class TrainConfig:
                 or self.milestones[-1] >= self.epochs):
             raise ValueError(f"milestones must be increasing epochs in [1, epochs {self.epochs}), e.g. [81, 122] for "
                              f"164 epochs; got {self.milestones!r}")
+
+
+RECIPES = "recipes"  # the package folder of the packaged recipes, one <name>.yaml each
+
+
+def recipe_names() -> list[str]:
+    """The packaged recipes (``attnvision list``): measured recipes with their evidence in the header."""
+    folder = resources.files("attnvision") / RECIPES
+    return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def read_config(value: str) -> dict:
+    """The options of ``train --config``: a packaged recipe's name (``recipe_names``), or a YAML
+    file's path (a name with a folder or a .yaml/.yml suffix is always a path)."""
+    if "/" not in value and not value.endswith((".yaml", ".yml")):
+        if value not in recipe_names():
+            raise ValueError(f"--config {value} is neither a file (give a path ending in .yaml) nor a packaged recipe; "
+                             f"recipes: {', '.join(recipe_names())}")
+        return read_recipe(value)
+    return read_yaml_mapping(value, "config file", "of option names to values, such as a run's config.yaml")
+
+
+def read_recipe(name: str) -> dict:
+    """A packaged recipe's options."""
+    with resources.as_file(resources.files("attnvision") / RECIPES / f"{name}.yaml") as path:
+        return read_yaml_mapping(path, "recipe", "of option names to values")
 
 
 def read_yaml_mapping(path: str | Path, what: str, example: str) -> dict:

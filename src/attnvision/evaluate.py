@@ -18,7 +18,7 @@ from .backbones import create_model
 from .backbones.weights import state_dict_differences
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .data import DatasetBundle, TensorLoader, load_dataset
+from .data import DatasetBundle, Split, TensorLoader, load_dataset
 from .losses import AsymmetricLoss, BCEWithLogits
 from .metrics import accuracy, multilabel_metrics
 
@@ -31,6 +31,9 @@ def load_bundle(cfg: TrainConfig) -> DatasetBundle:
                           **cfg.data_kw)
     if cfg.train_subset is not None:
         bundle.train = bundle.train.subset(torch.arange(min(cfg.train_subset, len(bundle.train))))
+    if cfg.permute_labels:
+        order = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(cfg.split_seed))
+        bundle.train = Split(bundle.train.images, bundle.train.targets[order])
     return bundle
 
 

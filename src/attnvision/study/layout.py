@@ -7,6 +7,8 @@
         failed.json                          FAILED          while the cell has failed: its error
     localization/<configuration>-s<seed>/    LOCALIZATION  the localisation part's cells, the same layout, plus
         explain/scores.json, pairs.pt        EXPLAIN         ``attnvision explain``'s output (``explain.run``)
+    permuted/<configuration>-s<seed>/        PERMUTED      the localisation cells retrained on permuted labels
+                                                           (the sanity checks' data randomisation test)
     costs.json                               COSTS         cost measurements per configuration
     report.html, report.md, results.csv      REPORT_HTML, REPORT_MD, RESULTS_CSV
     plots/*.png, *.svg, gallery.png          PLOTS, GALLERY
@@ -20,6 +22,7 @@ COSTS = "costs.json"
 
 MAIN = "runs"  # the part of the main grid (also its folder)
 LOCALIZATION = "localization"  # the localisation part (also its folder)
+PERMUTED = "permuted"  # the localisation part's models trained on permuted labels (also its folder)
 TRAIN_LOG = "train.log"
 FAILED = "failed.json"
 EXPLAIN = "explain"

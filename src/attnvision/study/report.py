@@ -42,7 +42,7 @@ from ..explain.scores import RATIOS, SCORE_COLUMNS
 from ..profile import MACS_CONVENTION
 from ..stats import POWER_FACTOR
 from .layout import GALLERY, LOCALIZATION, MAIN, PLOTS, REPORT_HTML, REPORT_MD, RESULTS_CSV, TRAIN_LOG
-from .results import FAMILY_ALPHA
+from .results import FAMILY_ALPHA, RANDOMIZED_MODEL
 
 REPORT, TERMINAL = "report", "terminal"  # where a column is shown: the report's tables, the summary compare prints
 
@@ -223,13 +223,30 @@ RUN_COLUMNS = (
 
 MAP_NAMES = {"gradcam": "Grad-CAM", "attention": "own map", "integrated_gradients": "IG", "occlusion": "occlusion"}
 
-# rows of localization_records: one per (configuration, map), then the reference maps
+# rows of localization_records: one per (configuration, map), then the reference maps; a score is
+# the mean over the localisation seeds, "± std" beside it with two or more
 LOCALIZATION_COLUMNS = (
     Column("configuration", item("order"), item("label")),
     Column("map", item("map"), lambda r: MAP_NAMES.get(r["map"], r["map"]) or "–"),
-    Column("test {metric} (%)", item("test")),
-    *(Column(title, lambda r, key=key: r["scores"].get(key), digits=2 if key in RATIOS else 1)
+    Column("n", item("n"), digits=0),
+    Column("test {metric} (%)", item("test"), lambda r: pm(r.get("test"), r.get("test_std"))),
+    Column("accuracy vs baseline", item("accuracy_delta"), lambda r: r.get("accuracy_note") or "–"),
+    *(Column(title, lambda r, key=key: r["scores"].get(key),
+             lambda r, key=key: pm(r["scores"].get(key), r["score_std"].get(key), 2 if key in RATIOS else 1),
+             digits=2 if key in RATIOS else 1)
       for key, title in SCORE_COLUMNS),
+)
+
+# rows of sanity_records: one per (configuration, map)
+SANITY_COLUMNS = (
+    Column("configuration", item("configuration")),
+    Column("map", item("map"), lambda r: MAP_NAMES.get(r["map"], r["map"])),
+    Column("seeds", item("seeds"), digits=0),
+    Column("Spearman, all weights re-drawn", item("spearman")),
+    Column("SSIM, all weights re-drawn", item("ssim")),
+    Column("Spearman, permuted labels", item("permuted_spearman")),
+    Column("SSIM, permuted labels", item("permuted_ssim")),
+    Column("verdict", lambda r: r["fails"] or r["fails_permuted"], lambda r: sanity_verdict(r)),
 )
 
 
@@ -245,12 +262,40 @@ def shown_columns(columns, rows: list[dict], rendering: str) -> list[Column]:
 
 def localization_records(data: dict) -> list[dict]:
     """The rows of the localisation table; a reference map sorts after the configurations."""
-    records = [{"order": r["configuration"], "label": r["configuration"], "map": name, "test": r.get("test"),
-                "scores": scores}
+    records = [{"order": r["configuration"], "label": r["configuration"] + (" (baseline)" if r["baseline"] else ""),
+                "map": name, "n": r["n"], "test": r.get("test"), "test_std": r.get("test_std"),
+                **accuracy_comparison(r), "scores": scores["mean"], "score_std": scores["std"]}
                for r in data["localization"] for name, scores in r.get("maps", {}).items()]
     reference = data["explain"]["reference"] or {}
-    return records + [{"order": "~" + name, "label": f"reference: {name} map", "map": "", "test": None,
-                       "scores": scores} for name, scores in reference.items()]
+    return records + [{"order": "~" + name, "label": f"reference: {name}" + ("" if name == RANDOMIZED_MODEL else " map"),
+                       "map": "gradcam" if name == RANDOMIZED_MODEL else "", "n": None, "test": None,
+                       "scores": scores, "score_std": {}} for name, scores in reference.items()]
+
+
+def accuracy_comparison(row: dict) -> dict:
+    """The test-accuracy difference to the baseline's localisation runs (accuracy_delta, pp) and
+    what it means for the map scores beside it (accuracy_note): "unequal" when the test images'
+    95% bootstrap CI of the difference excludes 0, i.e. the accuracies differ by more than the
+    test set resolves and the maps are compared at unequal quality."""
+    if row["baseline"]:
+        return {"accuracy_delta": 0.0, "accuracy_note": "baseline"}
+    ci = (row.get("paired") or {}).get("ci")
+    if not ci:
+        return {"accuracy_delta": None, "accuracy_note": "–"}
+    unequal = ci["low"] > 0 or ci["high"] < 0
+    return {"accuracy_delta": ci["mean"], "accuracy_note": f"{ci['mean']:+.2f} {interval(ci)}"
+                                                           + (": UNEQUAL" if unequal else ": equal within noise")}
+
+
+def sanity_verdict(row: dict) -> str:
+    failures = (["FAILS: barely changes when the weights are re-drawn"] if row["fails"] else []) + \
+        (["FAILS: resembles the permuted-label model's map"] if row["fails_permuted"] else [])
+    return "; ".join(failures) or "passes"
+
+
+def sanity_records(data: dict) -> list[dict]:
+    return [{"configuration": r["configuration"], "map": name, **checks}
+            for r in data["localization"] for name, checks in r.get("sanity", {}).items()]
 
 
 # ---- the document -----------------------------------------------------------------------------
@@ -315,6 +360,7 @@ class Document:
     title: str
     lead: str
     sections: list[Section]
+    warning: str = ""  # what a reader must know first (``Study.note``), shown above the lead
 
 
 def table(table_id: str, columns, rows: list[dict], **headings: str) -> Table:
@@ -407,17 +453,46 @@ def costs_note(costs: dict) -> str:
             f"{MACS_CONVENTION}. Epoch (s): median wall time of a training epoch in the runs themselves.")
 
 
-def localization_note(settings: dict) -> str:
-    return (f"Each configuration retrained (first seed) on {settings['data']} and explained on the first "
-            f"{settings['images']} {settings['split']} images ({settings['pairs']} image-class pairs, the ground-truth "
-            f"class): Grad-CAM at the {settings['layer']} and the module's own spatial map where it has "
-            f"one. Pointing game with a {settings['tolerance']:g}-pixel tolerance and without, energy in "
-            "box (raw, as lift over the box's area share where a uniform map scores 1.0×, and after min-max "
-            "scaling of each map), relevance rank; over the first "
-            f"{settings['faithfulness_images']} images, deletion (to black) / insertion (from a Gaussian blur, "
-            f"kernel 11, σ = 5 px) AUC in {settings['steps']} steps and ROAD (10–90% of the pixels removed, most "
-            "or least relevant first, filled by noisy linear imputation) AUC of the class probability. Reference "
-            "rows: a random map (chance), a centred Gaussian, a Sobel edge map, the box itself (upper bound).")
+def localization_note(settings: dict, seeds: int, randomized: bool) -> str:
+    return (f"Each configuration retrained on {settings['data']} ({seeds} seed(s); scores are means over them, "
+            f"± std with two or more) and explained on the first {settings['images']} {settings['split']} images "
+            f"({settings['pairs']} image-class pairs, the ground-truth classes): Grad-CAM at the {settings['layer']} "
+            "and the module's own spatial map where it has one. Pointing game with a "
+            f"{settings['tolerance']:g}-pixel tolerance and without, energy in box (raw, as lift over the box's area "
+            "share where a uniform map scores 1.0×, and after min-max scaling of each map), relevance rank; over "
+            f"the first {settings['faithfulness_images']} images, deletion (to black) / insertion (from a Gaussian "
+            f"blur, kernel 11, σ = 5 px) AUC in {settings['steps']} steps and ROAD (10–90% of the pixels removed, "
+            "most or least relevant first, filled by noisy linear imputation) AUC of the class probability. "
+            "Reference rows: a random map (chance), a centred Gaussian, a Sobel edge map, the box itself (upper "
+            "bound)" + (", and Grad-CAM of the baseline with every weight re-drawn and BatchNorm statistics "
+                        "re-estimated (randomized model): a map must beat that floor to say anything about what the "
+                        "model learned" if randomized else " (scores explained before the sanity checks: no "
+                        "randomized-model row)") + ". "
+            "Accuracy vs baseline: the test-accuracy difference to the baseline's localisation runs with its 95% "
+            "bootstrap CI over test images; UNEQUAL where it excludes 0.")
+
+
+def equal_quality_note(data: dict) -> str:
+    """Which configurations' maps are compared at unequal accuracy, in words."""
+    unequal = [f"{r['configuration']} ({accuracy_comparison(r)['accuracy_note'].split(':')[0]} pp)"
+               for r in data["localization"] if not r["baseline"] and "UNEQUAL" in accuracy_comparison(r)["accuracy_note"]]
+    if not unequal:
+        return ("Equal quality: no configuration's test accuracy differs from the baseline's by more than the test "
+                "set resolves, so the map scores are compared at equal accuracy.")
+    return ("Unequal quality: the test accuracy of " + ", ".join(unequal) + " differs from the baseline's by more "
+            "than the test set resolves (95% CI excludes 0); differences in their map scores are confounded with "
+            "accuracy and do not show an effect of the module alone.")
+
+
+def sanity_note(threshold: float) -> str:
+    return ("Sanity checks (Adebayo et al. 2018) on the same image-class pairs: each map compared with the map of "
+            "the same model whose weights are re-drawn block by block from the head down to the stem (BatchNorm "
+            "statistics re-estimated on 512 training images after each block; shown: every weight re-drawn), and "
+            "with the map of the same architecture trained on permuted labels where the study trained one "
+            "(data_randomization). Spearman rank correlation of the pixels and SSIM of the min-max scaled maps, "
+            f"means over pairs and seeds. A map FAILS when its Spearman with the fully re-drawn model's map, or "
+            f"with the permuted-label model's, exceeds {threshold:g}: it barely depends on what the model learned "
+            "(or on the labels), and its localisation scores say little about the model.")
 
 
 GALLERY_CAPTION = ("Top row: the images with their object boxes (green); below, each configuration's Grad-CAM and, "
@@ -447,7 +522,17 @@ def localization_section(data: dict) -> Section | None:
     return Section("Does it look at the object?", [
         table("localization", LOCALIZATION_COLUMNS, localization_records(data), metric=metric,
               tol=f"{settings['tolerance']:g}"),
-        Paragraph(localization_note(settings))])
+        Paragraph(equal_quality_note(data)),
+        Paragraph(localization_note(settings, data["study"].localization_seeds,
+                                    RANDOMIZED_MODEL in (data["explain"]["reference"] or {})))])
+
+
+def sanity_section(data: dict) -> Section | None:
+    records = sanity_records(data)
+    if not records:
+        return None
+    return Section("Do the maps depend on what the model learned?", [
+        table("sanity", SANITY_COLUMNS, records), Paragraph(sanity_note(records[0]["threshold"]))])
 
 
 def gallery_section(gallery: Path | None) -> Section | None:
@@ -482,11 +567,11 @@ def environment_section(data: dict) -> Section:
 
 def document(data: dict, svgs: dict[str, str], gallery: Path | None) -> Document:
     """The report, once: what both report.html and report.md show, in their order."""
-    sections = [results_section(data, svgs), localization_section(data), gallery_section(gallery),
+    sections = [results_section(data, svgs), localization_section(data), sanity_section(data), gallery_section(gallery),
                 failures_section(data), Section("Runs", [table("runs", RUN_COLUMNS, data["runs"])]),
                 environment_section(data)]
     return Document(f"Attention study: {data['study'].recipe.get('data', 'fashion-mnist')}",
-                    design_note(data["study"]), [s for s in sections if s is not None])
+                    design_note(data["study"]), [s for s in sections if s is not None], data["study"].note or "")
 
 
 # ---- rendering --------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ Statistics (the conventions that change what a reader concludes):
 - **Positive control** (``Study.positive_control``): the configuration expected to beat the
   baseline (a published gain). It appeared when the lower end of its between-seed interval (one
   seed: of its bootstrap CI) is above 0; when it did not, no null result of the study is read.
+- **Localisation at equal quality**: each localisation configuration's map scores are means over
+  its localisation seeds (sample std beside them), and its test accuracy is compared with the
+  baseline's localisation runs by the same paired bootstrap over test images; where that CI
+  excludes 0 the accuracies differ by more than the test set resolves and the report marks the
+  map comparison as one at unequal quality (confounded with accuracy).
 - Paired tests use the per-image logits each run saves (float16, ``test_predictions.pt``).
 """
 
@@ -51,7 +56,8 @@ import torch
 
 from ..checkpoint import DamagedFileError, read_json
 from ..explain.run import SCORES_FILE
-from ..explain.scores import BASELINES
+from ..explain.sanity import FAIL_SPEARMAN
+from ..explain.scores import BASELINES, SCORE_COLUMNS
 from ..metrics import average_precision
 from ..run_folder import LOG, PREDICTIONS
 from ..stats import POWER_FACTOR, holm, mcnemar_exact, paired_bootstrap, paired_t
@@ -60,6 +66,8 @@ from .layout import COSTS, ENVIRONMENT, LOCALIZATION, MAIN, STUDY_FILE
 
 LEFT_OUT = "left out of this report (`attnvision compare` rebuilds it)"
 FAMILY_ALPHA = 0.05  # Holm's family-wise error rate
+RANDOMIZED_MODEL = "randomized model"  # the reference row of Grad-CAM on the fully re-drawn baseline
+SCORE_KEYS = tuple(key for key, _ in SCORE_COLUMNS)  # the scores a localisation row averages over seeds
 
 
 def read_study(out: Path) -> Study:
@@ -287,23 +295,74 @@ def learning_curves(runs: list[dict]) -> dict[str, dict]:
 
 
 def localization_rows(study: Study, cells: list[Cell], runs: list[dict]) -> tuple[list[dict], dict | None]:
-    """Per configuration of the localisation part: its test metric and each map's scores
-    (Grad-CAM, its own map where it has one); plus the reference maps (random, centre, box) of the
-    baseline's cell, and the explain settings. ``runs``: the cells' rows, in the same order."""
-    rows, reference, settings = [], None, None
+    """Per configuration of the localisation part, over its finished seeds: the test metric (mean,
+    std) with its paired comparison to the baseline's localisation runs (``paired``: whether the
+    maps are compared at equal accuracy), each map's scores (mean and std of every score: Grad-CAM,
+    its own map where it has one) and its sanity checks. Plus the reference maps (random, centre,
+    edge, box, and Grad-CAM of the fully re-drawn model) of the baseline's first seed, and the explain
+    settings. ``runs``: the cells' rows, in the same order."""
+    found: dict[str, list[tuple[dict, dict | None]]] = {}
+    reference, settings = None, None
     for cell, r in zip(cells, runs, strict=True):
         if cell.part != LOCALIZATION:
             continue
-        row = {"configuration": r["configuration"], "status": r["status"], "test": r.get("test")}
-        scores = read_rebuildable(cell.explain_folder / SCORES_FILE, LEFT_OUT)
-        if scores is not None:
+        scores = read_rebuildable(cell.explain_folder / SCORES_FILE, LEFT_OUT) if r["status"] == "finished" else None
+        found.setdefault(r["configuration"], []).append((r, scores))
+        if scores is not None and settings is None:
             settings = {k: scores[k] for k in ("data", "split", "images", "pairs", "tolerance", "faithfulness_images",
                                                "steps", "layer")}
-            row["maps"] = {m: s for m, s in scores["methods"].items() if m not in BASELINES}
-            if r["configuration"] == study.baseline_name:
-                reference = {m: s for m, s in scores["methods"].items() if m in BASELINES}
-        rows.append(row)
+        if scores is not None and reference is None and r["configuration"] == study.baseline_name:
+            reference = {m: s for m, s in scores["methods"].items() if m in BASELINES}
+            randomized = (scores.get("sanity") or {}).get("gradcam", {}).get("randomized_model_scores")
+            if randomized is not None:
+                reference[RANDOMIZED_MODEL] = randomized
+    base = {r["seed"]: Path(r["folder"]) for r, _ in found.get(study.baseline_name, []) if r["status"] == "finished"}
+    rows = [localization_row(name, found.get(name, []), base, name == study.baseline_name)
+            for name, _ in study.configurations() if name in found]
     return rows, (None if settings is None else {"settings": settings, "reference": reference})
+
+
+def localization_row(name: str, seeds: list[tuple[dict, dict | None]], base: dict[int, Path], baseline: bool) -> dict:
+    """One configuration's localisation row from its (run row, scores) per seed (``localization_rows``)."""
+    finished = [r for r, _ in seeds if r["status"] == "finished"]
+    row = {"configuration": name, "baseline": baseline, "n": len(finished), "status": seeds[0][0]["status"]}
+    if not finished:
+        return row
+    row["test"], row["test_std"] = mean_std([r["test"] for r in finished])
+    if not baseline:
+        row["paired"] = paired_comparison({r["seed"]: Path(r["folder"]) for r in finished}, base, finished[0]["task"])
+    explained = [s for _, s in seeds if s is not None]
+    if explained:
+        maps = [m for m in explained[0]["methods"] if m not in BASELINES]
+        row["maps"] = {m: seed_summary([s["methods"][m] for s in explained if m in s["methods"]]) for m in maps}
+    sanity = [s["sanity"] for s in explained if s.get("sanity")]
+    if sanity:
+        row["sanity"] = {m: sanity_summary([s[m] for s in sanity if m in s]) for m in sanity[0]}
+    return row
+
+
+def seed_summary(per_seed: list[dict]) -> dict:
+    """{"mean": {score: mean over seeds}, "std": {score: sample std, None for one seed}, "n"}."""
+    keys = [k for k in SCORE_KEYS if k in per_seed[0]]
+    spread = {k: mean_std([s[k] for s in per_seed if s.get(k) is not None]) for k in keys}
+    return {"mean": {k: v[0] for k, v in spread.items()}, "std": {k: v[1] for k, v in spread.items()},
+            "n": len(per_seed)}
+
+
+def sanity_summary(per_seed: list[dict]) -> dict:
+    """A method's sanity checks over seeds: mean Spearman and SSIM at the fully re-drawn model and
+    against the permuted-label model (None where not tested), and whether it fails either test (mean
+    Spearman above ``explain.sanity.FAIL_SPEARMAN``: "fails", "fails_permuted")."""
+    full = [s["steps"][-1] for s in per_seed]
+    permuted = [s["data_randomization"] for s in per_seed if "data_randomization" in s]
+    spearman = statistics.fmean(f["spearman"] for f in full)
+    permuted_spearman = statistics.fmean(p["spearman"] for p in permuted) if permuted else None
+    return {"seeds": len(per_seed), "spearman": spearman, "ssim": statistics.fmean(f["ssim"] for f in full),
+            "permuted_spearman": permuted_spearman,
+            "permuted_ssim": statistics.fmean(p["ssim"] for p in permuted) if permuted else None,
+            "fails": spearman > FAIL_SPEARMAN,
+            "fails_permuted": permuted_spearman is not None and permuted_spearman > FAIL_SPEARMAN,
+            "threshold": FAIL_SPEARMAN}
 
 
 def collect(study: Study, cells: list[Cell], out: Path) -> dict:

@@ -20,9 +20,10 @@ import yaml
 from .. import __version__
 from ..checkpoint import atomic_write_text
 from ..explain.run import SCORES_FILE, ExplainSettings, explain_checkpoint, runs_gallery
+from ..run_folder import LAST
 from .execute import run_cells
 from .grid import Cell, Study
-from .layout import ENVIRONMENT, GALLERY, LOCALIZATION, MAIN, PLOTS, STUDY_FILE
+from .layout import ENVIRONMENT, GALLERY, LOCALIZATION, MAIN, PERMUTED, PLOTS, STUDY_FILE
 from .measure import measure_costs
 from .report import write_report
 from .results import collect, read_rebuildable, read_study
@@ -50,20 +51,36 @@ def record(study: Study, out: Path, jobs: int, command: str) -> None:
 
 
 def explain_cells(study: Study, cells: list[Cell]) -> None:
-    """Localisation scores of every finished localisation cell (skipped when already there)."""
+    """Localisation scores of every finished localisation cell, with the sanity checks (cascading
+    randomisation; data randomisation against the configuration's permuted-label twin when the
+    study trains them); skipped when already there."""
+    permuted = study.first_seed(cells, PERMUTED)
     for cell in cells:
         if cell.part != LOCALIZATION or not cell.finished:
             continue
+        twin = permuted.get(cell.configuration) if cell.config.seed == study.seed[0] else None
+        reference = str(twin.folder / LAST) if twin is not None and twin.finished else None
         scores = read_rebuildable(cell.explain_folder / SCORES_FILE, "recomputing it")
-        if scores is not None and scores["images"] >= study.explain_images:
+        if scores is not None and explained(scores, study, reference):
             continue
         print(f"explaining {cell.key}", flush=True)
         settings = ExplainSettings(images=study.explain_images, figures=0,
-                                   faithfulness_images=min(study.faithfulness_images, study.explain_images))
+                                   faithfulness_images=min(study.faithfulness_images, study.explain_images),
+                                   sanity=True, sanity_reference=reference)
         try:
             explain_checkpoint(cell.checkpoint, cell.explain_folder, settings)
         except (ValueError, RuntimeError) as e:  # one configuration's maps failing leaves the others' report
             print(f"explaining {cell.key} failed: {e}", flush=True)
+
+
+def explained(scores: dict, study: Study, reference: str | None) -> bool:
+    """Whether saved scores answer what the study asks: enough images, the sanity checks, the data
+    randomisation test when there is a reference, and every score of this version (pointing with
+    the image-scaled tolerance, energy lift, ROAD: older scores lack them)."""
+    sanity = scores.get("sanity") or {}
+    first = next(iter(sanity.values()), {})
+    return (scores["images"] >= study.explain_images and bool(sanity) and "road_fractions" in scores
+            and (reference is None or "data_randomization" in first))
 
 
 def gallery(study: Study, cells: list[Cell], out: Path) -> Path | None:
