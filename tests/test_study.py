@@ -117,6 +117,16 @@ def test_report_templates_escape_what_their_format_needs():
     assert '<tr class="baseline"><td data-sort="x" class="text">' in page
 
 
+def test_a_study_note_heads_both_reports():
+    note = build_study("quick", None, {}, {}).note
+    assert "demonstration recipe" in note and "--preset converged" in note
+    report = Document("t", "lead", [], warning=note)
+    markdown, page = render(report, REPORT_MD), render(report, REPORT_HTML)
+    assert f"> **{note}**" in markdown and markdown.index(note) < markdown.index("lead")
+    assert '<p class="warning" id="study-note">' in page and page.index("study-note") < page.index("lead")
+    assert "warning" not in render(Document("t", "lead", []), REPORT_HTML).split("</style>")[1]
+
+
 def test_report_templates_are_package_data():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     names = {"report.html.j2", "report.md.j2", "report.css", "report.js"}
