@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attnvision import create_attn, list_attn
+from attnvision.attention import KINDS, describe_attn
 from attnvision.attention.cbam import ChannelGate, SpatialGate
 from attnvision.attention.eca import EfficientChannelAttention, eca_kernel_size
 
@@ -71,7 +74,16 @@ def test_placements():
     expected = {"se": "block", "eca": "block", "cbam": "block", "bam": "stage",
                 "eca_cbam": "block", "eca_cbam_parallel": "block", "adaptive_pool": "block",
                 "nonlocal": "stage", "ran": "stage", "sasa": "conv", "aa": "conv"}
-    assert {name: build(name).placement for name in list_attn()} == expected
+    assert {name: build(name).placement for name in expected} == expected
+
+
+@pytest.mark.parametrize("name", list_attn())
+def test_every_module_states_paper_kind_and_placement(name):
+    row = describe_attn(name)
+    assert row["placement"] in ("block", "stage", "conv")
+    assert row["kind"] in KINDS
+    assert re.search(r"(19|20)\d\d", row["paper"]), f"{name}: paper should read 'Authors, Venue Year'"
+    assert row["parameter_free"] == (n_params(build(name)) == 0)
 
 
 # ---------------------------------------------------------------- parameter counts by hand
@@ -192,7 +204,7 @@ def test_cbam_spatial_conv_and_bn_layout():
     g = SpatialGate()
     assert g.conv.bias is None and g.conv.in_channels == 2 and g.conv.padding == (3, 3)
     with pytest.raises(ValueError, match="odd"):
-        SpatialGate(6)
+        SpatialGate(kernel_size=6)
 
 
 def test_cbam_is_channel_then_spatial_without_residual():

@@ -78,3 +78,38 @@ def test_cifar_resnet20_with_each_module_runs_on_fashion_mnist_shape(attn):
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(x[:1])).all()
+
+
+def test_attn_stages_limits_modules_to_the_given_stages():
+    model = create_model("resnet20", 10, attn="se", in_chans=1, attn_stages=[2, 3])
+    assert model.layer1[0].attn is None and model.layer2[0].attn is not None and model.layer3[2].attn is not None
+    bam = create_model("resnet20", 10, attn="bam", in_chans=1, attn_stages=[2])
+    assert list(bam.stage_attn) == ["layer2"]
+    with pytest.raises(ValueError, match="attn_stages must be stage numbers 1..3"):
+        create_model("resnet20", 10, attn="se", attn_stages=[4])
+
+
+def test_conv_modules_replace_every_3x3_conv_of_the_chosen_stages():
+    from attnvision.attention.sasa import SelfAttention2d
+
+    model = create_model("resnet20", 10, attn="sasa", in_chans=1, attn_stages=[3],
+                         attn_kw={"heads": 4, "kernel_size": 5})
+    replaced = [m for m in model.modules() if isinstance(m, SelfAttention2d)]
+    assert len(replaced) == 6  # 3 blocks × 2 convs of the last stage
+    first = model.layer3[0].conv1
+    assert (first.in_channels, first.out_channels, first.stride) == (32, 64, 2)
+    assert torch.isfinite(model(torch.randn(2, 1, 28, 28))).all()
+    # Bottleneck: only the middle 3×3 conv; BoTNet's placement (the last stage) of ImageNet ResNet-50
+    r50 = create_model("resnet50", 1000, attn="sasa", attn_stages=[4])
+    assert [type(b.conv2) for b in r50.layer4] == [SelfAttention2d] * 3
+    assert isinstance(r50.layer4[0].conv1, torch.nn.Conv2d) and isinstance(r50.layer3[0].conv2, torch.nn.Conv2d)
+
+
+def test_attention_modules_keep_their_own_init(monkeypatch):
+    """The trunk's Kaiming init must not touch a conv inside an attention module (SASA's qkv)."""
+    initialised = []
+    monkeypatch.setattr(torch.nn.init, "kaiming_normal_", lambda w, **kw: initialised.append(w))
+    model = create_model("resnet20", 10, attn="sasa", in_chans=1, attn_stages=[3])
+    ids = {id(w) for w in initialised}
+    assert id(model.layer2[0].conv1.weight) in ids
+    assert not ids & {id(block.conv1.qkv.weight) for block in model.layer3}

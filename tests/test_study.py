@@ -289,6 +289,15 @@ def test_study_layers_preset_grid_and_flags():
     assert names[:2] == ["resnet20-none-own-head", "resnet20-none-csra"] and len(names) == 8
 
 
+def test_a_composed_gate_is_a_named_entry_of_the_attn_axis():
+    spec = "gate:channel=eca,spatial=cbam,order=parallel"
+    study = build_study("quick", None, {"attn": [None, spec], "seed": [0]}, {})
+    cells = [c for c in study.cells(Path("s")) if c.part == "runs"]
+    assert [c.name for c in cells] == ["none-s0", "gate_eca_cbam_parallel-s0"]
+    assert cells[1].config.attn == spec
+    study.check("the grid")
+
+
 def test_localization_seeds_and_permuted_label_twins():
     study = build_study("quick", None, {"seed": [0, 1, 2]}, {}, localization_seeds=2, data_randomization=True)
     cells = study.cells(Path("s"))

@@ -163,7 +163,8 @@ def test_cli_errors_name_the_problem(fmnist_dir, tmp_path):
 def test_cli_list_shows_every_registry():
     result = CliRunner().invoke(app, ["list"])
     assert result.exit_code == 0
-    for word in ("attention modules", "cbam", "heads", "gap", "models", "resnet50", "datasets", "fashion-mnist"):
+    for word in ("attention modules", "cbam", "channel+spatial", "self-attention", "stage", "heads", "gap",
+                 "models", "resnet50", "datasets", "fashion-mnist"):
         assert word in result.output
 
 

@@ -57,12 +57,21 @@ def fail(message: str, code: int = 2) -> None:
 def list_cmd() -> None:
     """Print the registered attention modules, heads, models and datasets, and the packaged recipes
     (`train --config NAME`) and study presets (`compare --preset NAME`)."""
+    from rich.table import Table
+
     from . import list_attn, list_datasets, list_heads, list_models
+    from .attention import describe_attn
     from .config import recipe_names
     from .study.grid import PRESETS
 
-    for title, names in (("attention modules", list_attn()), ("heads", list_heads()),
-                         ("models", list_models()), ("datasets", list_datasets()),
+    modules = Table(title=f"attention modules ({len(list_attn())})", title_justify="left")
+    for column in ("name", "paper", "kind", "placement", "parameters"):
+        modules.add_column(column)
+    for name in list_attn():
+        row = describe_attn(name)
+        modules.add_row(name, row["paper"], row["kind"], row["placement"], "none" if row["parameter_free"] else "yes")
+    console.print(modules)
+    for title, names in (("heads", list_heads()), ("models", list_models()), ("datasets", list_datasets()),
                          ("recipes", recipe_names()), ("study presets", list(PRESETS))):
         console.print(f"[bold]{title}[/] ({len(names)}): " + ", ".join(names), highlight=False)
 

@@ -76,7 +76,8 @@ class TrainConfig:
                                   "split-seed; validation and test labels stay true): a model that can only memorise, "
                                   "the reference of the data randomisation sanity check (Adebayo et al. 2018)")
     model: str = option("resnet20", help="model name")
-    attn: str | None = option(None, help="attention module inside the backbone (none if omitted)")
+    attn: str | None = option(None, help="attention module inside the backbone (none if omitted); options "
+                              "after a colon, e.g. 'gate:channel=eca,spatial=cbam,order=parallel'")
     head: str | None = option(None, help="classification head (default: the model's own, e.g. gap)")
     model_kw: dict = option(factory=dict, help='more model options as JSON, e.g. \'{"layers": [2, 2, 2], "shortcut": "A"}\'')
     epochs: int = option(15, POSITIVE_INT, "training epochs")
@@ -140,7 +141,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Fail fast, before any data is loaded, on values, names and choices that cannot work."""
-        from .attention import ATTENTION
+        from .attention import create_attn
         from .backbones import MODELS
         from .data import DATASETS
         from .heads import HEADS
@@ -163,7 +164,7 @@ class TrainConfig:
         DATASETS.get(self.data)
         MODELS.get(self.model)
         if self.attn:
-            ATTENTION.get(self.attn)
+            create_attn(self.attn, 64)  # an unknown name, part or option raises here, naming the valid ones
         if self.head:
             HEADS.get(self.head)
 

@@ -46,6 +46,8 @@ class AttentionAugmentedConv(nn.Module):
     logits (B, N_h, H·W, H·W) (query position i = row·W + col, key position j likewise)."""
 
     placement = "conv"
+    paper = "Bello, Zoph, Vaswani, Shlens & Le, ICCV 2019"
+    kind = "self-attention"
 
     def __init__(self, in_channels: int, out_channels: int | None = None, kernel_size: int = 3,
                  heads: int = 8, kappa: float = 0.2, upsilon: float = 0.1, min_key_dim: int = 20,

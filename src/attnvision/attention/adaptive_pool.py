@@ -33,6 +33,8 @@ class AdaptivePoolingAttention(nn.Module):
     Input and output (B, C, H, W); ``weights(x)`` gives α, (B, 2) = (α_avg, α_max)."""
 
     placement = "block"
+    paper = "Li, Liu, Zhang & Cheng, Sci. Rep. 2020"
+    kind = "channel"
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None) -> None:
         super().__init__()

@@ -33,32 +33,40 @@ import torch
 from torch import nn
 
 from .common import reduced_channels
+from .gate import Gate
 
-COMBINE = ("sum", "product")
+COMBINE = {"sum": "sum", "product": "logit_product"}  # BAM's names → the gate composer's rules
 
 
-class BottleneckAttention(nn.Module):
-    """BAM. Input and output (B, C, H, W).
+class BAMChannelBranch(nn.Sequential):
+    """M_c: GAP, Linear C → h, BN1d, ReLU, Linear h → C. ``logits(x)``: (B, C, H, W) → (B, C, 1, 1)."""
 
-    ``rd_ratio`` / ``rd_channels`` set the hidden width h of both branches, ``dilation`` the two
-    3×3 convs' dilation (= their padding, so H×W is kept), ``combine`` "sum" or "product".
-    """
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None) -> None:
+        hidden = reduced_channels(channels, rd_ratio, rd_channels)
+        super().__init__(nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, channels))
 
-    placement = "stage"
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        if self.training and b == 1:
+            raise ValueError("BAM's channel branch uses BatchNorm1d, which needs more than one sample per "
+                             "batch in training mode; use a batch size >= 2 or call .eval()")
+        return super().forward(x.mean((2, 3))).view(b, c, 1, 1)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).sigmoid()
+
+
+class BAMSpatialBranch(nn.Sequential):
+    """M_s: 1×1 conv C → h, two dilated 3×3 convs h → h (each with BN, ReLU), 1×1 conv h → 1.
+    ``logits(x)``: (B, C, H, W) → (B, 1, H, W)."""
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
-                 dilation: int = 4, combine: str = "sum") -> None:
-        super().__init__()
-        if combine not in COMBINE:
-            raise ValueError(f"unknown BAM combine '{combine}'; valid: sum (paper), product (official code)")
+                 dilation: int = 4) -> None:
         if dilation < 1:
             raise ValueError(f"BAM dilation must be >= 1, got {dilation}")
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
-        self.combine = combine
-        self.channel = nn.Sequential(
-            nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels),
-        )
-        self.spatial = nn.Sequential(
+        super().__init__(
             nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
             nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
@@ -67,23 +75,30 @@ class BottleneckAttention(nn.Module):
             nn.Conv2d(hidden, 1, 1),
         )
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """M(x), (B, C, H, W) in (0, 1)."""
-        b, c = x.shape[:2]
-        if self.training and b == 1:
-            raise ValueError("BAM's channel branch uses BatchNorm1d, which needs more than one sample per "
-                             "batch in training mode; use a batch size >= 2 or call .eval()")
-        m_c = self.channel(x.mean((2, 3))).view(b, c, 1, 1)
-        m_s = self.spatial(x)
-        logits = m_c + m_s if self.combine == "sum" else m_c * m_s  # broadcast to (B, C, H, W)
-        return logits.sigmoid()
+        return self.logits(x).sigmoid()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + x * self.gate(x)
 
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The 3-D gate M(x) summarised per position and per channel (its means):
-        {"spatial": (B, 1, H, W), "channel": (B, C)}. BAM's M mixes both branches in every entry,
-        so neither summary is a branch on its own."""
-        gate = self.gate(x)
-        return {"channel": gate.mean((2, 3)), "spatial": gate.mean(1, keepdim=True)}
+class BottleneckAttention(Gate):
+    """BAM. Input and output (B, C, H, W): the gate composer's parallel, residual combination of
+    ``BAMChannelBranch`` and ``BAMSpatialBranch`` (``gate.py``).
+
+    ``rd_ratio`` / ``rd_channels`` set the hidden width h of both branches, ``dilation`` the two
+    3×3 convs' dilation (= their padding, so H×W is kept), ``combine`` "sum" or "product".
+    ``gate(x)`` gives M(x), (B, C, H, W) in (0, 1).
+    """
+
+    placement = "stage"
+    paper = "Park, Woo, Lee & Kweon, BMVC 2018"
+    kind = "channel+spatial"
+
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
+                 dilation: int = 4, combine: str = "sum") -> None:
+        if combine not in COMBINE:
+            raise ValueError(f"unknown BAM combine '{combine}'; valid: sum (paper), product (official code)")
+        reduction = {"rd_ratio": rd_ratio, "rd_channels": rd_channels}
+        super().__init__(channels, channel="bam", spatial="bam", order="parallel", combine=COMBINE[combine],
+                         residual=True, channel_kw=reduction, spatial_kw={**reduction, "dilation": dilation})

@@ -33,35 +33,45 @@ Differences from the official code:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .common import reduced_channels
+from .gate import Gate
+from .pooling import ChannelPool
 
 
 class ChannelGate(nn.Module):
-    """CBAM's channel attention map M_c: (B, C, H, W) → (B, C, 1, 1) in (0, 1)."""
+    """A shared two-layer MLP over pooled channel descriptors, logits summed: CBAM's M_c with
+    ``pool="avgmax"``, SE's excitation with ``"avg"`` (``pooling.py`` lists the rules).
+    ``logits(x)``: (B, C, H, W) → (B, C, 1, 1); ``gate(x)`` = σ(logits) (also ``forward``)."""
 
-    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None) -> None:
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
+                 pool: str = "avgmax") -> None:
         super().__init__()
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
+        self.pool = ChannelPool(pool, channels)
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Both pooled descriptors go through the shared MLP in one call: (2B, C, 1, 1).
-        pooled = torch.cat([x.mean((2, 3), keepdim=True), F.adaptive_max_pool2d(x, 1)])
-        avg, mx = self.mlp(pooled).chunk(2)
-        return (avg + mx).sigmoid()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        # All pooled descriptors go through the shared MLP in one call: (n·B, C, 1, 1).
+        descriptors = self.pool(x)
+        return sum(self.mlp(torch.cat(descriptors)).chunk(len(descriptors)))
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).sigmoid()
+
+    forward = gate
 
 
 class SpatialGate(nn.Module):
-    """CBAM's spatial attention map M_s: (B, C, H, W) → (B, 1, H, W) in (0, 1).
+    """CBAM's spatial attention map M_s. ``logits(x)``: (B, C, H, W) → (B, 1, H, W);
+    ``gate(x)`` = σ(logits) (also ``forward``).
 
     ``kernel_size`` is the conv size (odd; the paper compares 3 and 7 and picks 7).
     ``zero_init_bn`` sets the BN's γ to 0 as the official ResNet init does (gate = σ(β) = 0.5 at start).
     """
 
-    def __init__(self, kernel_size: int = 7, zero_init_bn: bool = False) -> None:
+    def __init__(self, channels: int | None = None, kernel_size: int = 7, zero_init_bn: bool = False) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"CBAM spatial kernel_size must be a positive odd integer (the map keeps "
@@ -71,32 +81,31 @@ class SpatialGate(nn.Module):
         if zero_init_bn:
             nn.init.zeros_(self.bn.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.max(1, keepdim=True).values, x.mean(1, keepdim=True)], 1)  # [max, mean]
         # oneDNN's backward of this 2→1-channel conv runs 3.5× faster on a channels-last input
         # (CPU, measured); for two channels the conversion itself is cheap.
-        return self.bn(self.conv(pooled.contiguous(memory_format=torch.channels_last))).sigmoid()
+        return self.bn(self.conv(pooled.contiguous(memory_format=torch.channels_last)))
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).sigmoid()
+
+    forward = gate
 
 
-class CBAM(nn.Module):
-    """Channel gate then spatial gate. Input and output (B, C, H, W).
+class CBAM(Gate):
+    """Channel gate then spatial gate. Input and output (B, C, H, W): the gate composer's
+    sequential combination of ``ChannelGate`` (avg+max) and ``SpatialGate`` (``gate.py``).
 
     ``rd_ratio`` / ``rd_channels`` set the MLP's hidden width, ``spatial_kernel_size`` the spatial conv.
     """
 
     placement = "block"
+    paper = "Woo, Park, Lee & Kweon, ECCV 2018"
+    kind = "channel+spatial"
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
                  spatial_kernel_size: int = 7, zero_init_bn: bool = False) -> None:
-        super().__init__()
-        self.channel = ChannelGate(channels, rd_ratio, rd_channels)
-        self.spatial = SpatialGate(spatial_kernel_size, zero_init_bn)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.channel(x)
-        return x * self.spatial(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": M_c (B, C), "spatial": M_s (B, 1, H, W)} for input x."""
-        channel = self.channel(x)
-        return {"channel": channel.flatten(1), "spatial": self.spatial(x * channel)}
+        super().__init__(channels, channel="se", spatial="cbam", pool="avgmax",
+                         channel_kw={"rd_ratio": rd_ratio, "rd_channels": rd_channels},
+                         spatial_kw={"kernel_size": spatial_kernel_size, "zero_init_bn": zero_init_bn})

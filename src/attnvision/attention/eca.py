@@ -32,6 +32,8 @@ import math
 import torch
 from torch import nn
 
+from .pooling import ChannelPool
+
 
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     """ECA's adaptive kernel size k = |log2(C)/γ + b/γ|_odd (ECA paper), e.g. 256 → 5, 2048 → 7."""
@@ -45,23 +47,32 @@ class EfficientChannelAttention(nn.Module):
     """ECA channel gate. Input and output (B, C, H, W).
 
     ``kernel_size`` overrides the adaptive k (must be odd so the output keeps C channels);
-    ``gate(x)`` returns the attention weights ω, (B, C, 1, 1) in (0, 1).
+    ``logits(x)`` gives C1D_k(y), (B, C, 1, 1), ``gate(x)`` the attention weights ω = σ(logits).
+    ``pool`` picks the descriptor y (``pooling.py``; the paper's GAP by default); with several
+    descriptors ("avgmax") the conv's outputs are summed, as CBAM sums its MLP's.
     """
 
     placement = "block"
+    paper = "Wang, Wu, Zhu, Li, Zuo & Hu, CVPR 2020"
+    kind = "channel"
 
-    def __init__(self, channels: int, kernel_size: int | None = None) -> None:
+    def __init__(self, channels: int, kernel_size: int | None = None, pool: str = "avg") -> None:
         super().__init__()
         k = eca_kernel_size(channels) if kernel_size is None else kernel_size
         if k < 1 or k % 2 == 0:
             raise ValueError(f"ECA kernel_size must be a positive odd integer, got {k}; "
                              "pass None to use the adaptive size from the channel count")
+        self.pool = ChannelPool(pool, channels)
         self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
-        y = x.mean((2, 3)).view(b, 1, c)  # channels become the 1-D sequence axis
-        return self.conv(y).view(b, c, 1, 1).sigmoid()
+        descriptors = self.pool(x)
+        y = torch.cat(descriptors).view(-1, 1, c)  # channels become the 1-D sequence axis
+        return sum(self.conv(y).view(-1, c, 1, 1).chunk(len(descriptors)))
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)

@@ -27,43 +27,23 @@ is ECA's (adaptive by default, so per-stage overrides work as for ``"eca"``),
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from .cbam import SpatialGate
-from .eca import EfficientChannelAttention
+from .gate import Gate
 
 
-class _ECACBAM(nn.Module):
-    """The two gates shared by both arrangements."""
-
-    placement = "block"
-
-    def __init__(self, channels: int, kernel_size: int | None = None, spatial_kernel_size: int = 7) -> None:
-        super().__init__()
-        self.channel = EfficientChannelAttention(channels, kernel_size)
-        self.spatial = SpatialGate(spatial_kernel_size)
-
-
-class ECACBAMSequential(_ECACBAM):
+class ECACBAMSequential(Gate):
     """ECA channel gate, then CBAM spatial gate on the re-weighted map. (B, C, H, W) → (B, C, H, W)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.channel(x)
-        return x * self.spatial(x)
+    placement = "block"
+    paper = "ECA + CBAM, Madmoni & Ben Or 2023"
+    kind = "channel+spatial"
+    gate_order = "sequential"
 
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": ω (B, C), "spatial": M_s (B, 1, H, W)} for input x."""
-        omega = self.channel.gate(x)
-        return {"channel": omega.flatten(1), "spatial": self.spatial(x * omega)}
+    def __init__(self, channels: int, kernel_size: int | None = None, spatial_kernel_size: int = 7) -> None:
+        super().__init__(channels, channel="eca", spatial="cbam", order=self.gate_order,
+                         channel_kw={"kernel_size": kernel_size}, spatial_kw={"kernel_size": spatial_kernel_size})
 
 
-class ECACBAMParallel(_ECACBAM):
+class ECACBAMParallel(ECACBAMSequential):
     """ECA channel gate and CBAM spatial gate both from the input, multiplied. (B, C, H, W) → (B, C, H, W)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.channel.gate(x) * self.spatial(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": ω (B, C), "spatial": M_s (B, 1, H, W)} for input x."""
-        return {"channel": self.channel.gate(x).flatten(1), "spatial": self.spatial(x)}
+    gate_order = "parallel"

@@ -47,6 +47,8 @@ class NonLocalBlock(nn.Module):
     pairwise weights f/C(x), (B, H·W, N_j) with N_j = H·W, or ⌈H/2⌉·⌈W/2⌉ with ``sub_sample``."""
 
     placement = "stage"
+    paper = "Wang, Girshick, Gupta & He, CVPR 2018"
+    kind = "self-attention"
 
     def __init__(self, channels: int, inter_channels: int | None = None, mode: str = "embedded_gaussian",
                  sub_sample: bool = False, variant: str = "paper") -> None:

@@ -108,6 +108,8 @@ class ResidualAttentionModule(nn.Module):
     """Attention Module H = p units((1 + M) ⊙ T). Input and output (B, C, H, W)."""
 
     placement = "stage"
+    paper = "Wang, Jiang, Qian et al., CVPR 2017"
+    kind = "channel+spatial"
 
     def __init__(self, channels: int, p: int = 1, t: int = 2, r: int = 1, depth: int = 1) -> None:
         super().__init__()

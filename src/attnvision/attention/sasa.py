@@ -78,6 +78,8 @@ class SelfAttention2d(nn.Module):
     """
 
     placement = "conv"
+    paper = "Ramachandran, Parmar, Vaswani et al., NeurIPS 2019"
+    kind = "self-attention"
 
     def __init__(self, in_channels: int, out_channels: int | None = None, kernel_size: int = 7,
                  heads: int = 8, stride: int = 1, block_size: int = 8) -> None:

@@ -25,6 +25,8 @@ class SqueezeExcite(nn.Module):
     """SE channel gate. Input and output (B, C, H, W); ``gate(x)`` gives s, (B, C, 1, 1) in (0, 1)."""
 
     placement = "block"
+    paper = "Hu, Shen & Sun, CVPR 2018"
+    kind = "channel"
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None) -> None:
         super().__init__()

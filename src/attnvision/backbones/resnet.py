@@ -17,8 +17,12 @@ the paper strides the first 1×1 conv), and CIFAR ResNets default to option-B sh
 Attention: ``attn`` names a registered module. ``placement == "block"`` modules sit on the
 residual branch of every block after its last BN, before the addition (SE paper Fig. 3, CBAM
 Fig. 3, ECA Fig. 2). ``placement == "stage"`` modules sit at the end of every stage but the last
-(BAM's "bottleneck" positions). ``attn_kw`` goes to every instance; ``attn_stage_kw[i]`` (a dict
-per stage) is merged over it for stage i, e.g. ECA's per-stage kernel sizes.
+(BAM's "bottleneck" positions). ``placement == "conv"`` modules replace every 3×3 convolution of
+the blocks (BasicBlock: both; Bottleneck: the middle one), built as ``create_attn(attn, in_channels,
+out_channels=..., stride=...)`` (SASA, SK, BoTNet's MHSA, ...). ``attn_stages`` (1-based) limits the
+module to some stages, e.g. ``[4]`` for BoTNet's last stage; by default every stage gets it
+("stage" modules: every stage but the last). ``attn_kw`` goes to every instance; ``attn_stage_kw[i]``
+(a dict per stage) is merged over it for stage i, e.g. ECA's per-stage kernel sizes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import ATTENTION, create_attn
+from ..attention import attn_class, create_attn
 from ..heads import create_head
 from .common import check_input
 
@@ -104,6 +108,16 @@ class Bottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
+def replace_3x3_convs(block: BasicBlock | Bottleneck, attn: str, attn_kw: dict) -> None:
+    """Swap the block's 3×3 convolutions for the conv-replacing module ``attn`` (same in/out
+    channels and stride; the BN after each conv stays)."""
+    for name in ("conv1", "conv2"):
+        conv = getattr(block, name)
+        if conv.kernel_size == (3, 3):
+            setattr(block, name, create_attn(attn, conv.in_channels, out_channels=conv.out_channels,
+                                             stride=conv.stride[0], **attn_kw))
+
+
 class ResNet(nn.Module):
     """ResNet trunk + head. ``forward_features``: (B, in_chans, H, W) → (B, d, h, w);
     ``head``: (B, d, h, w) → (B, num_classes)."""
@@ -119,6 +133,7 @@ class ResNet(nn.Module):
         attn: str | None = None,
         attn_kw: dict | None = None,
         attn_stage_kw: Sequence[dict] | None = None,
+        attn_stages: Sequence[int] | None = None,
         head: str = "gap",
         head_kw: dict | None = None,
         shortcut: str = "B",
@@ -132,10 +147,11 @@ class ResNet(nn.Module):
         if attn_stage_kw is not None and len(attn_stage_kw) != len(layers):
             raise ValueError(f"attn_stage_kw needs one dict per stage ({len(layers)}), got {len(attn_stage_kw)}")
         self.in_chans = in_chans
-        placement = ATTENTION.get(attn).placement if attn else None
-        if placement not in (None, "block", "stage"):
-            raise ValueError(f"attention module '{attn}' replaces convolutions (placement '{placement}') and is not "
-                             "inserted into ResNet blocks; use a model built around it (e.g. sanet20)")
+        placement = attn_class(attn).placement if attn else None
+        if attn_stages is None:
+            attn_stages = range(1, len(layers) + (placement != "stage"))
+        elif not set(attn_stages) <= set(range(1, len(layers) + 1)):
+            raise ValueError(f"attn_stages must be stage numbers 1..{len(layers)}, got {list(attn_stages)}")
         stage_kw = [{**(attn_kw or {}), **((attn_stage_kw or [{}] * len(layers))[i])} for i in range(len(layers))]
 
         if stem == "imagenet":
@@ -149,23 +165,33 @@ class ResNet(nn.Module):
         self.inplanes = widths[0]
         self.stage_attn = nn.ModuleDict()
         for i, (planes, blocks) in enumerate(zip(widths, layers)):
-            block_attn = attn if placement == "block" else None
-            layer = self._make_layer(block, planes, blocks, 1 if i == 0 else 2, block_attn, stage_kw[i])
+            stage_attn = attn if i + 1 in attn_stages else None
+            layer = self._make_layer(block, planes, blocks, 1 if i == 0 else 2,
+                                     stage_attn if placement == "block" else None, stage_kw[i])
+            if stage_attn and placement == "conv":
+                for b in layer:
+                    replace_3x3_convs(b, attn, stage_kw[i])
             self.add_module(f"layer{i + 1}", layer)
-            if placement == "stage" and i < len(layers) - 1:
+            if stage_attn and placement == "stage":
                 self.stage_attn[f"layer{i + 1}"] = create_attn(attn, self.inplanes, **stage_kw[i])
         self.num_stages = len(layers)
         self.num_features = self.inplanes
 
-        for name, m in self.named_modules():  # the trunk's convs and BNs; attention modules keep their own init
-            if {"attn", "stage_attn"} & set(name.split(".")):
+        self._init_trunk()
+        self.head = create_head(head, self.num_features, num_classes, **(head_kw or {}))
+
+    def _init_trunk(self) -> None:
+        """Kaiming-normal convs, unit BNs: the trunk's own modules. Attention modules (every one
+        has a ``placement``) keep their own init."""
+        inside_attention = {id(sub) for m in self.modules() if hasattr(m, "placement") for sub in m.modules()}
+        for m in self.modules():
+            if id(m) in inside_attention:
                 continue
             if isinstance(m, nn.Conv2d) and m.bias is None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        self.head = create_head(head, self.num_features, num_classes, **(head_kw or {}))
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, attn: str | None, attn_kw: dict) -> nn.Sequential:
         downsample = None

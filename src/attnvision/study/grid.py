@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ..checkpoint import DamagedFileError, read_json
+from ..attention import attn_label
 from ..config import TrainConfig, merge_options, read_recipe, read_yaml_mapping
 from ..run_folder import BEST, CONFIG, METRICS, holds_run
 from .layout import EXPLAIN, FAILED, LOCALIZATION, MAIN, PERMUTED, TRAIN_LOG
@@ -268,7 +269,7 @@ class Study:
         for model in self.model:
             for attn in self.attn:
                 for head in self.head:
-                    parts = ([model] if len(self.model) > 1 else []) + [attn or "none"] + \
+                    parts = ([model] if len(self.model) > 1 else []) + [attn_label(attn) if attn else "none"] + \
                             ([head or "own-head"] if len(self.head) > 1 else [])
                     out.append(("-".join(parts), {"model": model, "attn": attn, "head": head}))
         return out

@@ -1,0 +1,60 @@
+"""Channel descriptors: the "squeeze" that channel gates start from, one per pooling rule.
+
+Each rule maps x (B, C, H, W) to a list of descriptors, each (B, C, 1, 1); a gate transforms every
+descriptor with the same (shared) weights and sums the logits, as CBAM does for [avg, max]:
+    "avg"     GAP(x)                                  SE (Hu et al. 2018), ECA (Wang et al. 2020)
+    "max"     GMP(x)                                  CBAM's second descriptor
+    "avgmax"  [GAP(x), GMP(x)], logits summed         CBAM (Woo et al. 2018)
+    "std"     √(Var_hw(x) + ε), ε = 1e-5              SRM's style statistic (Lee et al. 2019)
+Parametric rules (FcaNet's DCT pooling, GCNet's attention pooling) live in their modules' files and
+plug in through ``ChannelPool`` (``POOLS``).
+
+Max pooling uses ``adaptive_max_pool2d``, whose gradient goes to one maximal element per channel (as
+the CBAM code's ``max_pool2d``); ``amax`` would split it between ties.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STD_EPS = 1e-5
+
+
+def pool_std(x: torch.Tensor) -> torch.Tensor:
+    """√(population variance over H×W + ε): (B, C, H, W) → (B, C, 1, 1); finite for a 1×1 map."""
+    return (x.var((2, 3), correction=0, keepdim=True) + STD_EPS).sqrt()
+
+
+SIMPLE_POOLS = {
+    "avg": lambda x: [x.mean((2, 3), keepdim=True)],
+    "max": lambda x: [F.adaptive_max_pool2d(x, 1)],
+    "avgmax": lambda x: [x.mean((2, 3), keepdim=True), F.adaptive_max_pool2d(x, 1)],
+    "std": lambda x: [pool_std(x)],
+}
+
+
+class ChannelPool(nn.Module):
+    """A pooling rule by name: (B, C, H, W) → list of (B, C, 1, 1) descriptors. ``"dct"`` (FcaNet)
+    and ``"attn"`` (GCNet) carry a buffer or weights and need ``channels``."""
+
+    def __init__(self, pool: str = "avg", channels: int | None = None) -> None:
+        super().__init__()
+        self.pool = pool
+        if pool in PARAMETRIC_POOLS:
+            self.parametric = PARAMETRIC_POOLS[pool](channels)
+        elif pool not in SIMPLE_POOLS:
+            raise ValueError(f"unknown pooling '{pool}'; valid: {', '.join(pool_names())}")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.pool in SIMPLE_POOLS:
+            return SIMPLE_POOLS[self.pool](x)
+        return [self.parametric(x)]
+
+
+PARAMETRIC_POOLS: dict[str, type[nn.Module]] = {}
+
+
+def pool_names() -> list[str]:
+    return [*SIMPLE_POOLS, *PARAMETRIC_POOLS]
