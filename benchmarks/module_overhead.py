@@ -1,13 +1,15 @@
 """Training-step cost of every registered attention module, as ratios to the plain ResNet-20 in one run.
 
-    .venv/bin/python benchmarks/module_overhead.py [--batch 64] [--steps 10] [--rounds 3]
+    .venv/bin/python benchmarks/module_overhead.py [--batch 64] [--steps 10] [--rounds 3] [--extra SPEC ...]
 
 Two measurements, each a forward + backward + SGD step on random Fashion-MNIST-shaped data:
 - block: one resnet20-small BasicBlock at each stage's shape (16×28×28, 32×14×14, 64×7×7) with the
   module where its placement puts it ("block": on the residual branch; "stage": after the block;
   "conv": replacing both 3×3 convs), divided by the plain block's time;
-- model: resnet20-small (1 input channel, 28×28) with the module vs without ("block" and "stage"
-  modules only; "conv" modules need models built around them, e.g. sanet20).
+- model: resnet20-small (1 input channel, 28×28) with the module vs without ("conv" modules replace
+  the 3×3 convs of the last stage only, ``attn_stages=[3]``, where SANet and BoTNet put them).
+``--extra`` adds module specs beyond the registered names, e.g. composed gates
+("gate:channel=eca,spatial=simam").
 After an untimed warm-up of the baselines, rounds interleave all candidates so that drift on a
 shared machine hits them alike; each time is the median over rounds of the mean step time.
 """
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnvision import create_attn, create_model, list_attn
-from attnvision.attention import ATTENTION
+from attnvision.attention import attn_class, attn_label
 from attnvision.backbones.resnet import BasicBlock
 from attnvision.profile import train_step_time
 
@@ -34,7 +36,7 @@ class BlockWith(nn.Module):
 
     def __init__(self, channels: int, attn: str | None) -> None:
         super().__init__()
-        placement = ATTENTION.get(attn).placement if attn else None
+        placement = attn_class(attn).placement if attn else None
         self.block = BasicBlock(channels, channels, attn=create_attn(attn, channels) if placement == "block" else None)
         self.after = create_attn(attn, channels) if placement == "stage" else nn.Identity()
         if placement == "conv":
@@ -55,13 +57,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--extra", nargs="*", default=[], help="more module specs, e.g. composed gates")
     args = parser.parse_args()
     torch.manual_seed(0)
-    names = [None, *list_attn()]
+    names = [None, *list_attn(), *args.extra]
     block_inputs = [torch.randn(args.batch, c, s, s) for c, s in STAGES]
     blocks = {(n, i): BlockWith(c, n) for n in names for i, (c, _) in enumerate(STAGES)}
-    model_names = [n for n in names if n is None or ATTENTION.get(n).placement in ("block", "stage")]
-    models = {n: create_model("resnet20", 10, attn=n, in_chans=1) for n in model_names}
+    models = {n: create_model("resnet20", 10, attn=n, in_chans=1,
+                              attn_stages=[3] if n and attn_class(n).placement == "conv" else None) for n in names}
     image = torch.randn(args.batch, 1, 28, 28)
     block_times = {k: [] for k in blocks}
     model_times = {k: [] for k in models}
@@ -85,10 +88,10 @@ def main() -> None:
     base_model = median(model_times[None])
     for n in names:
         ratios = [median(block_times[(n, i)]) / median(block_times[(None, i)]) for i in range(len(STAGES))]
-        placement = ATTENTION.get(n).placement if n else "-"
-        model_cols = (f"{1000 * median(model_times[n]):.1f} | {median(model_times[n]) / base_model:.2f}"
-                      if n in models else "- | -")
-        print(f"| {n or 'none'} | {placement} | " + " | ".join(f"{r:.2f}" for r in ratios) + f" | {model_cols} |")
+        placement = attn_class(n).placement if n else "-"
+        model_cols = f"{1000 * median(model_times[n]):.1f} | {median(model_times[n]) / base_model:.2f}"
+        label = attn_label(n) if n else "none"
+        print(f"| {label} | {placement} | " + " | ".join(f"{r:.2f}" for r in ratios) + f" | {model_cols} |")
 
 
 if __name__ == "__main__":

@@ -173,5 +173,38 @@ def test_spec_strings_name_a_composed_gate_in_one_string():
 
 
 def test_parts_registries_list_the_parts():
-    assert {"se", "eca", "bam"} <= set(CHANNEL_GATES.names())
-    assert {"cbam", "bam", "sasa"} <= set(SPATIAL_GATES.names())
+    assert CHANNEL_GATES.names() == ["bam", "eca", "fca", "gc", "gct", "ge", "se", "srm"]
+    assert SPATIAL_GATES.names() == ["bam", "cbam", "coord", "sasa", "simam", "triplet"]
+
+
+@pytest.mark.parametrize("channel", CHANNEL_GATES.names())
+@pytest.mark.parametrize("spatial", SPATIAL_GATES.names())
+def test_every_channel_part_composes_with_every_spatial_part(channel, spatial):
+    torch.manual_seed(0)
+    for order in ("sequential", "parallel"):
+        gate = Gate(C, channel=channel, spatial=spatial, order=order)
+        x = torch.randn(2, C, 7, 9, requires_grad=True)
+        out = gate(x)
+        assert out.shape == x.shape
+        (out * torch.randn_like(out)).sum().backward()
+        assert torch.isfinite(x.grad).all()
+        maps = gate.eval().attention_maps(x.detach(), None)
+        assert maps["channel"].shape == (2, C) and maps["spatial"].shape == (2, 1, 7, 9)
+
+
+@pytest.mark.parametrize("pool", ["dct", "attn"])
+@pytest.mark.parametrize("channel", ["se", "eca"])
+def test_parametric_pools_feed_the_mlp_and_conv_gates(channel, pool):
+    torch.manual_seed(0)
+    gate = Gate(C, channel=channel, spatial=None, pool=pool).double()
+    x = torch.randn(2, C, 5, 7, dtype=torch.float64)
+    descriptor = gate.channel.pool(x)
+    assert len(descriptor) == 1 and descriptor[0].shape == (2, C, 1, 1)
+    torch.testing.assert_close(gate(x), x * gate.channel.gate(x))
+
+
+def test_cli_lists_keep_a_spec_with_commas_whole():
+    from attnvision.cli import parse_list
+
+    assert parse_list("attn", "none,gate:channel=eca,spatial=cbam,order=parallel,se") == [
+        None, "gate:channel=eca,spatial=cbam,order=parallel", "se"]

@@ -113,3 +113,10 @@ def test_attention_modules_keep_their_own_init(monkeypatch):
     ids = {id(w) for w in initialised}
     assert id(model.layer2[0].conv1.weight) in ids
     assert not ids & {id(block.conv1.qkv.weight) for block in model.layer3}
+
+
+def test_a_conv_module_without_stride_is_refused_at_strided_convs_only():
+    with pytest.raises(ValueError, match="'aa' takes no stride.*attn_stages, e.g. \\[1\\]"):
+        create_model("resnet20", 10, attn="aa", in_chans=1)
+    model = create_model("resnet20", 10, attn="aa", in_chans=1, attn_stages=[1])
+    assert type(model.layer1[0].conv1).__name__ == "AttentionAugmentedConv"

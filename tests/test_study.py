@@ -289,6 +289,47 @@ def test_study_layers_preset_grid_and_flags():
     assert names[:2] == ["resnet20-none-own-head", "resnet20-none-csra"] and len(names) == 8
 
 
+def test_screen_then_confirm_the_listed_and_the_best_of_the_screen(tmp_path):
+    from attnvision.study.report import design_note
+
+    study = build_study("quick", None, {"attn": [None, "se", "eca", "cbam"], "seed": [0, 1, 2]}, {},
+                        confirm=["none"], confirm_top=1)
+    names = lambda part: [c.name for c in study.cells(tmp_path) if c.part == part]  # noqa: E731
+    assert names("runs") == ["none-s0", "se-s0", "eca-s0", "cbam-s0", "none-s1", "none-s2"]
+    assert names("localization") == ["none-s0"]
+    assert "not yet chosen" in design_note(study, study.screen_ranking(tmp_path))
+
+    def finish(name: str, val: float) -> None:
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"selection_metric": "acc", "best_val": {"val_acc": val}}))
+
+    finish("none-s0", 80.0)
+    finish("se-s0", 84.0)
+    finish("eca-s0", 86.0)
+    assert study.screen_ranking(tmp_path) is None  # cbam-s0 has not run: the top is not chosen yet
+    (tmp_path / "runs" / "cbam-s0").mkdir()
+    (tmp_path / "runs" / "cbam-s0" / "failed.json").write_text(json.dumps({"error": "boom"}))
+    assert study.screen_ranking(tmp_path) == [("eca", 86.0), ("se", 84.0), ("none", 80.0)]
+    assert study.confirmed(tmp_path) == ["none", "eca"]
+    assert names("runs")[4:] == ["none-s1", "eca-s1", "none-s2", "eca-s2"]
+    assert names("localization") == ["none-s0", "eca-s0"]
+    note = design_note(study, study.screen_ranking(tmp_path))
+    assert "seed 0 trains every configuration" in note and "the 1 best other(s) of the screen" in note
+    assert note.endswith(": eca.")
+    with pytest.raises(ValueError, match="confirm must list configurations; unknown: \\['sk'\\]"):
+        build_study("quick", None, {}, {}, confirm=["sk"])
+    with pytest.raises(ValueError, match="confirm_top must be a non-negative integer"):
+        build_study("quick", None, {}, {}, confirm=["none"], confirm_top=-1)
+
+
+def test_compare_flags_for_screening_are_checked_before_training(tmp_path):
+    result = CliRunner().invoke(app, ["compare", "--preset", "quick", "--confirm", "none,sk", "--confirm-top", "2",
+                                      "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "confirm must list configurations; unknown: ['sk']" in result.output
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_composed_gate_is_a_named_entry_of_the_attn_axis():
     spec = "gate:channel=eca,spatial=cbam,order=parallel"
     study = build_study("quick", None, {"attn": [None, spec], "seed": [0]}, {})

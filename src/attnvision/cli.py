@@ -403,26 +403,47 @@ def profile(
 
 
 def parse_list(option: str, text: str, kind=str) -> list:
-    """A comma-separated CLI list; 'none' is None (attention, head)."""
+    """A comma-separated CLI list; 'none' is None (attention, head). A piece with "=" and no ":"
+    continues the module spec before it: "none,gate:channel=eca,spatial=cbam" is two entries."""
+    items: list[str] = []
+    for piece in text.split(","):
+        if items and "=" in piece and ":" not in piece:
+            items[-1] += "," + piece
+        else:
+            items.append(piece)
     try:
-        return [None if v.strip() in ("none", "") else kind(v.strip()) for v in text.split(",")]
+        return [None if v.strip() in ("none", "") else kind(v.strip()) for v in items]
     except ValueError:
         fail(f"--{option} must be a comma-separated list of {kind.__name__}s, got '{text}'")
+
+
+PRESET_HELP = ("quick (what `make demo` runs, minutes on a CPU), converged (the measured 20-epoch Fashion-MNIST "
+               "recipe and the scenes recipe, 3 seeds each, sanity checks with permuted-label models: about 20 h on 2 "
+               "CPU cores), modules (every channel/spatial module and 3 composed gates, screened on one seed, the "
+               "baseline, the papers' four and the screen's best 2 confirmed on 3: about 6 h), full (the 15-epoch "
+               "Fashion-MNIST recipe, 5 seeds), cifar (ResNet-56 on CIFAR-100, 164 epochs, 5 seeds, SE as positive "
+               "control) or cifar10: the last three for a GPU machine")
+
+
+def study_settings(localization: str | None, confirm: str | None, **given) -> dict:
+    """The study settings given on the command line (flags left out are None)."""
+    settings = {name: value for name, value in given.items() if value is not None}
+    if confirm is not None:
+        settings["confirm"] = [name.strip() for name in confirm.split(",")]
+    if localization is not None:
+        settings["localization"] = None if localization == "none" else parse_json_dict("--localization", localization)
+    return settings
 
 
 @app.command()
 @with_config_options(lists=GRID_AXES, exclude=("out",))
 def compare(
     ctx: typer.Context,
-    preset: Optional[str] = typer.Option(None, help="quick (what `make demo` runs, minutes on a CPU), converged "
-                                         "(the measured 20-epoch Fashion-MNIST recipe and the scenes recipe, 3 seeds "
-                                         "each, sanity checks with permuted-label models: about 20 h on 2 CPU "
-                                         "cores), full (the 15-epoch Fashion-MNIST recipe, 5 seeds), cifar "
-                                         "(ResNet-56 on CIFAR-100, 164 epochs, 5 seeds, SE as positive control) or "
-                                         "cifar10: the last three for a GPU machine"),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     grid: Optional[str] = typer.Option(None, help="a grid YAML file (keys: model, attn, head, seed as lists, "
-                                       "recipe, localization, localization_seeds, data_randomization, baseline, "
-                                       "positive_control, explain_images, note), e.g. a study's study.yaml"),
+                                       "recipe, localization, localization_seeds, data_randomization, confirm, "
+                                       "confirm_top, baseline, positive_control, explain_images, note), e.g. a "
+                                       "study's study.yaml"),
     out: str = typer.Option("runs/study", help="study folder"),
     localization: Optional[str] = typer.Option(
         None, help="options of the localisation part as JSON (e.g. '{\"data\": \"fashion-mnist-scenes-single\", "
@@ -436,6 +457,11 @@ def compare(
     data_randomization: Optional[bool] = typer.Option(None, help="also train each localisation configuration on "
                                                       "permuted labels (first seed): the sanity checks' data "
                                                       "randomisation test"),
+    confirm: Optional[str] = typer.Option(None, help="screening plus confirmation: configurations (comma-separated) "
+                                          "that the seeds after the first and the localisation part train, "
+                                          "besides the best of the first seed's screen of every configuration"),
+    confirm_top: Optional[int] = typer.Option(None, min=0, help="how many of the screen's best (by validation "
+                                              "score) join the confirmed configurations (default 1)"),
     explain_images: Optional[int] = typer.Option(None, min=1, help="test images explained per localisation run"),
     faithfulness_images: Optional[int] = typer.Option(None, min=1, help="of those, how many also get "
                                                       "deletion/insertion scores (the costly part)"),
@@ -456,12 +482,10 @@ def compare(
     axes = {name: parse_list(name, options[name], int if name == "seed" else str) for name in GRID_AXES if name in given}
     jobs, threads = default_jobs(jobs)
     recipe = config_overrides(options, [name for name in given if name not in GRID_AXES])
-    settings = {k: v for k, v in (("baseline", baseline), ("positive_control", positive_control),
-                                  ("explain_images", explain_images), ("localization_seeds", localization_seeds),
-                                  ("data_randomization", data_randomization),
-                                  ("faithfulness_images", faithfulness_images)) if v is not None}
-    if localization is not None:
-        settings["localization"] = None if localization == "none" else parse_json_dict("--localization", localization)
+    settings = study_settings(localization, confirm, baseline=baseline, positive_control=positive_control,
+                              explain_images=explain_images, localization_seeds=localization_seeds,
+                              data_randomization=data_randomization, confirm_top=confirm_top,
+                              faithfulness_images=faithfulness_images)
     try:
         grid_file = load_grid(grid) if grid else None
         if "threads" not in recipe and "threads" not in ((grid_file or {}).get("recipe") or {}):

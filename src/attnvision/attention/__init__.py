@@ -29,28 +29,65 @@ from ..registry import Registry
 from .aa_conv import AttentionAugmentedConv
 from .adaptive_pool import AdaptivePoolingAttention
 from .bam import BAMChannelBranch, BAMSpatialBranch, BottleneckAttention
+from .bottleneck_attn import BoTSelfAttention
 from .cbam import CBAM, ChannelGate, SpatialGate
+from .coord import CoordinateAttention
+from .dual_attention import DualAttention
 from .eca import EfficientChannelAttention
+from .eca_variants import CircularEfficientChannelAttention, EfficientChannelAttentionMLP
+from .ese import EffectiveSqueezeExcite
+from .fca import DCTPooling, FrequencyChannelAttention
 from .gate import CHANNEL_GATES, SPATIAL_GATES, Gate, SelfAttentionSpatialGate
+from .gather_excite import GatherExcite
+from .gct import GatedChannelTransform
+from .global_context import AttentionPool, GlobalContext, GlobalContextScale
+from .halo import HaloAttention
 from .hybrid import ECACBAMParallel, ECACBAMSequential
+from .lambda_layer import LambdaLayer
+from .lcbam import LightCBAM
 from .nonlocal_block import NonLocalBlock
+from .pooling import PARAMETRIC_POOLS
 from .residual_attention import ResidualAttentionModule
 from .sasa import SelfAttention2d
 from .se import SqueezeExcite
+from .srm import StyleRecalibration
+from .selective_kernel import SelectiveKernelConv
+from .simam import SimAM
+from .split_attention import SplitAttentionConv
+from .triplet import TripletAttention
 
 ATTENTION: Registry = Registry("attention module")
 ATTENTION.add("se", SqueezeExcite)
 ATTENTION.add("eca", EfficientChannelAttention)
+ATTENTION.add("ecam", EfficientChannelAttentionMLP)
+ATTENTION.add("ceca", CircularEfficientChannelAttention)
+ATTENTION.add("ese", EffectiveSqueezeExcite)
+ATTENTION.add("gct", GatedChannelTransform)
+ATTENTION.add("srm", StyleRecalibration)
+ATTENTION.add("fca", FrequencyChannelAttention)
+ATTENTION.add("ge", GatherExcite)
+ATTENTION.add("gc", GlobalContext)
+ATTENTION.add("gc_scale", GlobalContextScale)
 ATTENTION.add("cbam", CBAM)
+ATTENTION.add("lcbam", LightCBAM)
 ATTENTION.add("bam", BottleneckAttention)
 ATTENTION.add("eca_cbam", ECACBAMSequential)
 ATTENTION.add("eca_cbam_parallel", ECACBAMParallel)
+ATTENTION.add("coord", CoordinateAttention)
+ATTENTION.add("simam", SimAM)
+ATTENTION.add("triplet", TripletAttention)
 ATTENTION.add("gate", Gate)
 ATTENTION.add("aa", AttentionAugmentedConv)
 ATTENTION.add("nonlocal", NonLocalBlock)
 ATTENTION.add("ran", ResidualAttentionModule)
 ATTENTION.add("adaptive_pool", AdaptivePoolingAttention)
 ATTENTION.add("sasa", SelfAttention2d)
+ATTENTION.add("halo", HaloAttention)
+ATTENTION.add("bottleneck", BoTSelfAttention)
+ATTENTION.add("lambda", LambdaLayer)
+ATTENTION.add("sk", SelectiveKernelConv)
+ATTENTION.add("splat", SplitAttentionConv)
+ATTENTION.add("danet", DualAttention)
 
 
 def parse_attn(spec: str) -> tuple[str, dict]:
@@ -115,9 +152,19 @@ def list_attn() -> list[str]:
 CHANNEL_GATES.add("se", partial(ChannelGate, pool="avg"))
 CHANNEL_GATES.add("eca", EfficientChannelAttention)
 CHANNEL_GATES.add("bam", BAMChannelBranch)
+CHANNEL_GATES.add("gct", GatedChannelTransform)
+CHANNEL_GATES.add("srm", StyleRecalibration)
+CHANNEL_GATES.add("fca", FrequencyChannelAttention)
+CHANNEL_GATES.add("ge", GatherExcite)
+CHANNEL_GATES.add("gc", GlobalContextScale)
+PARAMETRIC_POOLS["dct"] = DCTPooling
+PARAMETRIC_POOLS["attn"] = AttentionPool
 SPATIAL_GATES.add("cbam", SpatialGate)
 SPATIAL_GATES.add("bam", BAMSpatialBranch)
 SPATIAL_GATES.add("sasa", SelfAttentionSpatialGate)
+SPATIAL_GATES.add("coord", CoordinateAttention)
+SPATIAL_GATES.add("simam", SimAM)
+SPATIAL_GATES.add("triplet", TripletAttention)
 
 
 KINDS = ("channel", "spatial", "channel+spatial", "self-attention")

@@ -56,6 +56,9 @@ Implementation and memory (per image and layer, in floats; C = d_out, L = H·W, 
 - Maps no larger than one halo, H·W ≤ (block_size + 2r)², use a single block covering the whole
   image with no halo: dense attention over all H·W keys with the banded k×k mask and no K/V
   copies. Both paths compute the same function.
+- The blocking, the positional codes and the mask are module-level functions (``halo_blocks``,
+  ``blocked_attention``, ``block_mask``, ``relative_attention_weights``) shared with HaloNet's
+  attention (``halo.py``): SASA is halo attention whose every query keeps its own k×k window.
 """
 
 from __future__ import annotations
@@ -67,6 +70,113 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import query_pixels
+
+
+def halo_blocks(qkv: torch.Tensor, block: tuple[int, int], halo: int,
+                stride: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut queries, keys and values (B, 3, N, d, H, W) into I×J blocks of bh×bw pixels (the map
+    zero-padded bottom/right to whole blocks). Returns the queries of each block, every
+    ``stride``-th pixel, (B, N, I, J, bh/stride, bw/stride, d), and the keys and values of each
+    block with a ``halo``-pixel border (zeros outside the map), (B, N, I, J, bh+2·halo, bw+2·halo, d).
+    All three are views of one padded copy; the overlapping windows are copied only by their
+    first out-of-place use."""
+    _, _, _, _, h, w = qkv.shape
+    bh, bw = block
+    nbh, nbw = math.ceil(h / bh), math.ceil(w / bw)
+    hp, wp = nbh * bh, nbw * bw
+    qkv = F.pad(qkv, (halo, wp - w + halo, halo, hp - h + halo))
+    q = qkv[:, 0, :, :, halo:halo + hp:stride, halo:halo + wp:stride]
+    q = q.unflatten(3, (nbh, bh // stride)).unflatten(5, (nbw, bw // stride)).permute(0, 1, 3, 5, 4, 6, 2)
+    key, val = (t.unfold(3, bh + 2 * halo, bh).unfold(4, bw + 2 * halo, bw).permute(0, 1, 3, 4, 5, 6, 2)
+                for t in (qkv[:, 1], qkv[:, 2]))
+    return q, key, val
+
+
+def blocked_attention(q: torch.Tensor, key: torch.Tensor, val: torch.Tensor,
+                      row_logits: torch.Tensor, col_logits: torch.Tensor,
+                      row_index: torch.Tensor, col_index: torch.Tensor,
+                      mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of query blocks over their key windows with a 2-D relative position term, in one
+    fused scaled-dot-product-attention call (see the module docstring).
+
+    q (B, N, I, J, qh, qw, d) and key, val (B, N, I, J, kh, kw, d) as ``halo_blocks`` gives them.
+    row_logits (B, N, I, J, qh, qw, T): each query's positional logit for every row of a table of
+    T row offsets; row_index (qh, P): for query row ii and residue c, the table row of the window
+    row aa ≡ c (mod P). The rows a query attends must have distinct residues mod P. Columns
+    likewise. mask (1, I·J, qh·qw, kh·kw), True = attend, or None. The logit of query (ii, jj)
+    for key (aa, bb) is
+        (q·k + row_logits[row_index[ii, aa mod P]] + col_logits[col_index[jj, bb mod P']]) / √d,
+    so callers pass positional logits times √d to leave them unscaled.
+    Returns (B, N·d, I·qh, J·qw), heads in channel blocks of d."""
+    b, n, nbh, nbw, qh, qw, d = q.shape
+    kh, kw = key.shape[4:6]
+    p_row, p_col = row_index.shape[1], col_index.shape[1]
+    dev = q.device
+    q_row = row_logits.gather(-1, row_index[:, None].expand(*row_logits.shape[:-1], p_row))
+    q_col = col_logits.gather(-1, col_index[None].expand(*col_logits.shape[:-1], p_col))
+    q = torch.cat([q, q_row, q_col], -1)
+    pos = torch.cat([torch.eye(p_row, device=dev, dtype=q.dtype)[torch.arange(kh, device=dev) % p_row][:, None]
+                     .expand(kh, kw, p_row),
+                     torch.eye(p_col, device=dev, dtype=q.dtype)[torch.arange(kw, device=dev) % p_col][None]
+                     .expand(kh, kw, p_col)], -1)  # (kh, kw, P + P')
+    key = torch.cat([key, pos.expand(*key.shape[:-1], p_row + p_col)], -1)
+    # fused kernels need values as wide as keys; the zero columns are sliced off the output
+    val = torch.cat([val, val.new_zeros(()).expand(*val.shape[:-1], p_row + p_col)], -1)
+
+    e = d + p_row + p_col
+    y = F.scaled_dot_product_attention(
+        q.view(b * n, nbh * nbw, qh * qw, e), key.view(b * n, nbh * nbw, kh * kw, e),
+        val.view(b * n, nbh * nbw, kh * kw, e), attn_mask=mask, scale=d ** -0.5,
+    )
+    return y.view(b, n, nbh, nbw, qh, qw, e)[..., :d].permute(0, 1, 6, 2, 4, 3, 5).reshape(b, n * d, nbh * qh, nbw * qw)
+
+
+def block_mask(size: tuple[int, int], block: tuple[int, int], halo: int, stride: int = 1,
+               radius: int | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """Which window keys each query of ``halo_blocks`` may attend: (1, I·J, qh·qw, kh·kw) bool,
+    True = attend. A key is allowed if it lies inside the H×W image and, when ``radius`` is
+    given, within ±radius rows and columns of the query (SASA's k×k window; without it the
+    whole window, HaloNet's). Queries in the block padding beyond the image may also see padded
+    keys; their outputs are cropped, and this keeps their softmax rows non-empty, so the
+    backward pass stays finite."""
+
+    def axis(block: int, size: int) -> tuple[torch.Tensor, ...]:
+        # along one axis: query ii of a block vs window position aa; block I vs aa; block I vs ii
+        span = torch.arange(block + 2 * halo, device=device)
+        query = torch.arange(0, block, stride, device=device)
+        start = torch.arange(math.ceil(size / block), device=device)[:, None] * block
+        offset = span - halo - query[:, None]  # (queries, span)
+        in_window = offset.abs() <= radius if radius is not None else torch.ones_like(offset, dtype=torch.bool)
+        key_inside = (start - halo + span >= 0) & (start - halo + span < size)  # (blocks, span)
+        query_outside = start + query >= size  # (blocks, queries)
+        return in_window, key_inside, query_outside
+
+    row_win, row_in, row_out = axis(block[0], size[0])
+    col_win, col_in, col_out = axis(block[1], size[1])
+    # axes: (block row I, block col J, query ii, query jj, key aa, key bb)
+    window = row_win[None, None, :, None, :, None] & col_win[None, None, None, :, None, :]
+    inside = row_in[:, None, None, None, :, None] & col_in[None, :, None, None, None, :]
+    padded_query = row_out[:, None, :, None, None, None] | col_out[None, :, None, :, None, None]
+    n_blocks = row_in.shape[0] * col_in.shape[0]
+    return (window & (inside | padded_query)).reshape(1, n_blocks, row_win.shape[0] * col_win.shape[0], -1)
+
+
+def relative_attention_weights(q: torch.Tensor, k: torch.Tensor, rel_row: torch.Tensor, rel_col: torch.Tensor,
+                               row_table: torch.Tensor, col_table: torch.Tensor,
+                               window: torch.Tensor) -> torch.Tensor:
+    """Softmax weights (B, N, Q, H, W) of queries q (B, N, Q, d) over keys k (B, N, d, H, W),
+    computed explicitly. Logits q·k/√d + q_rowᵀ rel_row[row_table] + q_colᵀ rel_col[col_table]
+    (q_row, q_col: q's two halves; rel tables (T, N, d/2), head n using its own slice),
+    with row_table (Q, H) and col_table (Q, W) the table row of each key row and column for each
+    query. Keys where window (Q, H, W) is False get weight zero. Costs O(Q·H·W) per head."""
+    b, n, nq, d = q.shape
+    h, w = k.shape[3:]
+    content = torch.einsum("bnqc,bnchw->bnqhw", q, k) * d ** -0.5
+    row_term = torch.einsum("bnqc,qanc->bnqa", q[..., : d // 2], rel_row[row_table])
+    col_term = torch.einsum("bnqc,qonc->bnqo", q[..., d // 2:], rel_col[col_table])
+    logits = content + row_term[..., :, None] + col_term[..., None, :]
+    logits = logits.masked_fill(~window, -math.inf)
+    return logits.flatten(3).softmax(-1).view(b, n, nq, h, w)
 
 
 class SelfAttention2d(nn.Module):
@@ -137,17 +247,12 @@ class SelfAttention2d(nn.Module):
         n, d, r = self.heads, self.head_dim, self.kernel_size // 2
         q, k, _ = self.qkv(x).view(b, 3, n, d, h, w).unbind(1)
         q = q[:, :, :, rows, cols].transpose(2, 3)  # (B, N, Q, d)
-        content = torch.einsum("bnqc,bnchw->bnqhw", q, k) * d ** -0.5
         row_off = torch.arange(h, device=x.device) - rows[:, None]  # (Q, H): a − i
         col_off = torch.arange(w, device=x.device) - cols[:, None]  # (Q, W): b − j
-        rel_row = self.rel_row.view(self.kernel_size, n, d // 2)[(row_off.clamp(-r, r) + r)]  # (Q, H, N, d/2)
-        rel_col = self.rel_col.view(self.kernel_size, n, d // 2)[(col_off.clamp(-r, r) + r)]  # (Q, W, N, d/2)
-        row_term = torch.einsum("bnqc,qanc->bnqa", q[..., : d // 2], rel_row)
-        col_term = torch.einsum("bnqc,qonc->bnqo", q[..., d // 2:], rel_col)
-        logits = content + row_term[..., :, None] + col_term[..., None, :]
         window = (row_off.abs() <= r)[:, :, None] & (col_off.abs() <= r)[:, None, :]  # (Q, H, W)
-        logits = logits.masked_fill(~window, -math.inf)
-        return logits.flatten(3).softmax(-1).view(b, n, len(rows), h, w)
+        return relative_attention_weights(
+            q, k, self.rel_row.view(self.kernel_size, n, d // 2), self.rel_col.view(self.kernel_size, n, d // 2),
+            row_off.clamp(-r, r) + r, col_off.clamp(-r, r) + r, window)
 
     def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"attention": (B, N, Q, H, W)}: ``attention_weights`` at the query points, fractions
@@ -160,73 +265,21 @@ class SelfAttention2d(nn.Module):
         as long as halo ≥ r or the block covers the map."""
         b, _, h, w = x.shape
         n, d, k, r = self.heads, self.head_dim, self.kernel_size, self.kernel_size // 2
-        nbh, nbw = math.ceil(h / bh), math.ceil(w / bw)
-        hp, wp, kh, kw = nbh * bh, nbw * bw, bh + 2 * halo, bw + 2 * halo
         dev = x.device
+        q, key, val = halo_blocks(self.qkv(x).view(b, 3, n, d, h, w), (bh, bw), halo)
 
-        # one zero-padded copy of q, k, v: block padding bottom/right, plus the halo all round
-        qkv = F.pad(self.qkv(x), (halo, wp - w + halo, halo, hp - h + halo))
-        qkv = qkv.view(b, 3, n, d, hp + 2 * halo, wp + 2 * halo)
-        # queries as views (B, N, nbh, nbw, bh, bw, d); keys and values as overlapping halo
-        # windows (B, N, nbh, nbw, kh, kw, d), still views: the concatenations below make the copies
-        q = qkv[:, 0, :, :, halo:halo + hp, halo:halo + wp].unflatten(3, (nbh, bh)).unflatten(5, (nbw, bw))
-        q = q.permute(0, 1, 3, 5, 4, 6, 2)
-        key, val = (t.unfold(3, kh, bh).unfold(4, kw, bw).permute(0, 1, 3, 4, 5, 6, 2)
-                    for t in (qkv[:, 1], qkv[:, 2]))
-
-        # relative logits q·R[offset] per query and offset, (B, N, nbh, nbw, bh, bw, k). SDPA
+        # relative logits q·R[offset] per query and offset, (B, N, I, J, bh, bw, k). SDPA
         # scales all of q'·k' by 1/√d; the factor √d here leaves q·r unscaled (eq. 3).
         rel_row = self.rel_row.view(k, n, d // 2) * d ** 0.5
         rel_col = self.rel_col.view(k, n, d // 2) * d ** 0.5
-        q_row = torch.einsum("bnIJijc,onc->bnIJijo", q[..., : d // 2], rel_row)
-        q_col = torch.einsum("bnIJijc,onc->bnIJijo", q[..., d // 2:], rel_col)
-        # Positions enter as codes of width k: key row aa gets one-hot(aa mod k). The k rows of a
-        # query's window are consecutive, so their residues mod k are distinct. Query row ii puts,
-        # at residue c, the logit of the window row with that residue: table index
+        row_logits = torch.einsum("bnIJijc,onc->bnIJijo", q[..., : d // 2], rel_row)
+        col_logits = torch.einsum("bnIJijc,onc->bnIJijo", q[..., d // 2:], rel_col)
+        # Positions enter as codes of width k: window row aa gets one-hot(aa mod k). The k rows of
+        # a query's window are consecutive, so their residues mod k are distinct. Query row ii
+        # finds, at residue c, the window row with that residue: table index
         # (c − ii − halo + r) mod k. Rows outside the window share residues but are masked.
-        cyc_row = (torch.arange(k, device=dev) - torch.arange(bh, device=dev)[:, None] - halo + r) % k  # (bh, k)
-        cyc_col = (torch.arange(k, device=dev) - torch.arange(bw, device=dev)[:, None] - halo + r) % k  # (bw, k)
-        q_row = q_row.gather(-1, cyc_row[:, None].expand(q_row.shape))
-        q_col = q_col.gather(-1, cyc_col[None].expand(q_col.shape))
-        q = torch.cat([q, q_row, q_col], -1)
-        eye = torch.eye(k, device=dev, dtype=x.dtype)
-        pos = torch.cat([eye[torch.arange(kh, device=dev) % k][:, None].expand(kh, kw, k),
-                         eye[torch.arange(kw, device=dev) % k][None].expand(kh, kw, k)], -1)  # (kh, kw, 2k)
-        key = torch.cat([key, pos.expand(*key.shape[:-1], 2 * k)], -1)
-        # fused kernels need values as wide as keys; the zero columns are sliced off the output
-        val = torch.cat([val, x.new_zeros(()).expand(*val.shape[:-1], 2 * k)], -1)
-
-        e = d + 2 * k
-        y = F.scaled_dot_product_attention(
-            q.view(b * n, nbh * nbw, bh * bw, e), key.view(b * n, nbh * nbw, kh * kw, e),
-            val.view(b * n, nbh * nbw, kh * kw, e), attn_mask=self._mask(h, w, bh, bw, halo, nbh, nbw, dev),
-            scale=d ** -0.5,
-        )
-        y = y.view(b, n, nbh, nbw, bh, bw, e)[..., :d].permute(0, 1, 6, 2, 4, 3, 5).reshape(b, n * d, hp, wp)
+        row_index = (torch.arange(k, device=dev) - torch.arange(bh, device=dev)[:, None] - halo + r) % k  # (bh, k)
+        col_index = (torch.arange(k, device=dev) - torch.arange(bw, device=dev)[:, None] - halo + r) % k  # (bw, k)
+        mask = block_mask((h, w), (bh, bw), halo, radius=r, device=dev)
+        y = blocked_attention(q, key, val, row_logits, col_logits, row_index, col_index, mask)
         return y[:, :, :h, :w]
-
-    def _mask(self, h: int, w: int, bh: int, bw: int, halo: int, nbh: int, nbw: int,
-              device: torch.device) -> torch.Tensor:
-        """Which halo keys each query may attend: (1, nb, bh·bw, kh·kw) bool, True = attend.
-        A key is allowed if it lies in the query's k×k window and inside the image. Queries in the
-        block padding beyond the image may also see padded keys; their outputs are cropped, and
-        this keeps their softmax rows non-empty, so the backward pass stays finite."""
-        r = self.kernel_size // 2
-
-        def axis(n_blocks: int, block: int, size: int) -> tuple[torch.Tensor, ...]:
-            # along one axis: query ii of a block vs halo position aa; block I vs aa; block I vs ii
-            span = torch.arange(block + 2 * halo, device=device)
-            query = torch.arange(block, device=device)
-            start = torch.arange(n_blocks, device=device)[:, None] * block
-            in_window = (span - halo - query[:, None]).abs() <= r  # (block, span)
-            key_inside = (start - halo + span >= 0) & (start - halo + span < size)  # (n_blocks, span)
-            query_outside = start + query >= size  # (n_blocks, block)
-            return in_window, key_inside, query_outside
-
-        row_win, row_in, row_out = axis(nbh, bh, h)
-        col_win, col_in, col_out = axis(nbw, bw, w)
-        # axes: (block row I, block col J, query ii, query jj, key aa, key bb)
-        window = row_win[None, None, :, None, :, None] & col_win[None, None, None, :, None, :]
-        inside = row_in[:, None, None, None, :, None] & col_in[None, :, None, None, None, :]
-        padded_query = row_out[:, None, :, None, None, None] | col_out[None, :, None, :, None, None]
-        return (window & (inside | padded_query)).reshape(1, nbh * nbw, bh * bw, -1)

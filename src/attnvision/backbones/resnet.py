@@ -27,6 +27,7 @@ module to some stages, e.g. ``[4]`` for BoTNet's last stage; by default every st
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
@@ -113,9 +114,13 @@ def replace_3x3_convs(block: BasicBlock | Bottleneck, attn: str, attn_kw: dict) 
     channels and stride; the BN after each conv stays)."""
     for name in ("conv1", "conv2"):
         conv = getattr(block, name)
-        if conv.kernel_size == (3, 3):
-            setattr(block, name, create_attn(attn, conv.in_channels, out_channels=conv.out_channels,
-                                             stride=conv.stride[0], **attn_kw))
+        if conv.kernel_size != (3, 3):
+            continue
+        stride = {} if conv.stride == (1, 1) else {"stride": conv.stride[0]}
+        if stride and "stride" not in inspect.signature(attn_class(attn)).parameters:
+            raise ValueError(f"attention module '{attn}' takes no stride, so it cannot replace a strided 3×3 "
+                             "convolution; limit it to stages without one with attn_stages, e.g. [1]")
+        setattr(block, name, create_attn(attn, conv.in_channels, out_channels=conv.out_channels, **stride, **attn_kw))
 
 
 class ResNet(nn.Module):

@@ -14,7 +14,8 @@ Shapes per kind (see each module's ``attention_maps``):
 - channel gates (SE, ECA, CBAM's and the hybrids' channel part, adaptive pooling): (B, C);
 - spatial gates (CBAM, ECA+CBAM, BAM's gate averaged over channels, RAN's mask averaged over
   channels): (B, 1, H, W);
-- self-attention (SASA, AA-conv, non-local, ViT): the weights of the query points, (B, heads, Q, H, W);
+- self-attention (SASA, AA-conv, BoTNet, halo, non-local, ViT): the weights of the query points,
+  (B, heads, Q, H, W); the lambda layer: its signed linear weights on the values, same shape;
 - CSRA: each branch's class scores s_ik and attention p_ik, Query2Label: each decoder layer's
   label cross-attention, (B, C, h, w); EVA: each ring's weights on the k×k map, (B, heads, k, k).
 """

@@ -371,11 +371,19 @@ def table(table_id: str, columns, rows: list[dict], **headings: str) -> Table:
                  [Row([c.cell(r) for c in columns], bool(r.get("baseline"))) for r in rows])
 
 
-def design_note(study) -> str:
+def design_note(study, screen: list[tuple[str, float]] | None) -> str:
     recipe = ", ".join(f"{k}={v}" for k, v in study.recipe.items())
-    return (f"Grid: model {study.model} × attention {[a or 'none' for a in study.attn]} × head "
+    said = (f"Grid: model {study.model} × attention {[a or 'none' for a in study.attn]} × head "
             f"{[h or 'own' for h in study.head]}, seeds {study.seed}; recipe: {recipe}. The checkpoint of "
             "each run is chosen on its validation split; the test split is evaluated once.")
+    if study.confirm is not None:
+        top = [name for name, _ in screen or [] if name not in study.confirm][:study.confirm_top]
+        said += (f" Screening plus confirmation: seed {study.seed[0]} trains every configuration (the screen); "
+                 f"seeds {study.seed[1:]}" + (" and the localisation part" if study.localization else "") +
+                 f" train {', '.join(study.confirm)} and the {study.confirm_top} best other(s) of the screen by "
+                 "validation score (test results play no part in the choice): "
+                 + (", ".join(top) if screen is not None else "not yet chosen (the screen is not finished)") + ".")
+    return said
 
 
 def statistics_note(study) -> str:
@@ -422,7 +430,8 @@ def resolution_note(data: dict) -> str:
         survivors = [f"{r['configuration']} ({r['delta']:+.2f} pp, Holm p {p_value(r['holm_p'])})"
                      for r in family if r["holm_p"] < FAMILY_ALPHA]
         lost = [r["configuration"] for r in family if r["holm_p"] >= FAMILY_ALPHA and verdict(r) in ("better", "worse")]
-        said.append(f"Holm's correction over {len(family)} comparison(s) at family-wise 5%: "
+        said.append(f"Holm's correction over {len(family)} comparison(s) at family-wise 5% (its first and "
+                    f"strictest step is the Bonferroni level 0.05/{len(family)} = {FAMILY_ALPHA / len(family):.4f}): "
                     + (f"surviving: {', '.join(survivors)}." if survivors else "no difference survives.")
                     + (f" Resolved on the test images but not surviving Holm: {', '.join(lost)}." if lost else ""))
     return " ".join(said)
@@ -571,7 +580,7 @@ def document(data: dict, svgs: dict[str, str], gallery: Path | None) -> Document
                 failures_section(data), Section("Runs", [table("runs", RUN_COLUMNS, data["runs"])]),
                 environment_section(data)]
     return Document(f"Attention study: {data['study'].recipe.get('data', 'fashion-mnist')}",
-                    design_note(data["study"]), [s for s in sections if s is not None], data["study"].note or "")
+                    design_note(data["study"], data["screen"]), [s for s in sections if s is not None], data["study"].note or "")
 
 
 # ---- rendering --------------------------------------------------------------------------------

@@ -375,4 +375,5 @@ def collect(study: Study, cells: list[Cell], out: Path) -> dict:
     return {"study": study, "out": out, "runs": runs, "configurations": configurations,
             "noise": seed_noise(configurations), "positive_control": positive_control(study, configurations),
             "curves": learning_curves(runs), "localization": localization, "explain": explain,
-            "environment": environment, "cost_settings": costs["settings"] if costs else None}
+            "environment": environment, "cost_settings": costs["settings"] if costs else None,
+            "screen": None if study.confirm is None else study.screen_ranking(out)}

@@ -114,6 +114,11 @@ def run_study(study: Study, out: Path, jobs: int, threads: int, command: str, ex
     record(study, out, jobs, command)
     cells = study.cells(out)
     results = run_cells(cells, jobs, threads, executor, ray_address)
+    if study.confirm is not None:  # the screen is done: its best configurations join the other seeds
+        cells = study.cells(out)
+        print(f"confirming on seeds {study.seed[1:]}: {', '.join(study.confirmed(out))}", flush=True)
+        results.update(run_cells([cell for cell in cells if cell.key not in results], jobs, threads, executor,
+                                 ray_address))
     failed = [name for name, state in results.items() if state != "finished"]
     if failed:
         print(f"{len(failed)} cell(s) failed: {', '.join(failed)}; the report lists their errors", flush=True)
