@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def reduced_channels(channels: int, rd_ratio: float, rd_channels: int | None = None) -> int:
@@ -24,3 +25,21 @@ def query_pixels(queries: torch.Tensor, height: int, width: int) -> tuple[torch.
     rows = (queries[:, 0] * height).long().clamp(max=height - 1)
     cols = (queries[:, 1] * width).long().clamp(max=width - 1)
     return rows.to(queries.device), cols.to(queries.device)
+
+
+class SigmoidChannelGate(nn.Module):
+    """A channel attention module whose gate is σ(logits(x)), (B, C, 1, 1), applied as y = gate ⊙ x.
+    Subclasses define ``logits``; ``attention_maps`` reports the gate as {"channel": (B, C)}."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"channel": the gate (B, C)} for input x (``attnvision.explain.attention_maps``)."""
+        return {"channel": self.gate(x).flatten(1)}

@@ -32,6 +32,7 @@ import math
 import torch
 from torch import nn
 
+from .common import SigmoidChannelGate
 from .pooling import ChannelPool
 
 
@@ -43,7 +44,7 @@ def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     return t if t % 2 else t + 1
 
 
-class EfficientChannelAttention(nn.Module):
+class EfficientChannelAttention(SigmoidChannelGate):
     """ECA channel gate. Input and output (B, C, H, W).
 
     ``kernel_size`` overrides the adaptive k (must be odd so the output keeps C channels);
@@ -70,13 +71,3 @@ class EfficientChannelAttention(nn.Module):
         descriptors = self.pool(x)
         y = torch.cat(descriptors).view(-1, 1, c)  # channels become the 1-D sequence axis
         return sum(self.conv(y).view(-1, c, 1, 1).chunk(len(descriptors)))
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x).sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": ω (B, C)} for input x (``attnvision.explain.attention_maps``)."""
-        return {"channel": self.gate(x).flatten(1)}

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import reduced_channels
+from .common import SigmoidChannelGate, reduced_channels
 from .eca import eca_kernel_size
 
 
@@ -48,7 +48,7 @@ def checked_kernel_size(channels: int, kernel_size: int | None) -> int:
     return k
 
 
-class EfficientChannelAttentionMLP(nn.Module):
+class EfficientChannelAttentionMLP(SigmoidChannelGate):
     """ECA with a per-channel MLP (timm's ``use_mlp``). Input and output (B, C, H, W);
     ``logits(x)`` gives a, ``gate(x)`` = σ(a), both (B, C, 1, 1)."""
 
@@ -70,18 +70,8 @@ class EfficientChannelAttentionMLP(nn.Module):
         y = x.mean((2, 3)).view(b, 1, c)  # channels become the 1-D sequence axis
         return self.conv2(self.act(self.conv(y))).view(b, c, 1, 1)  # hidden (B, r, C) in between
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x).sigmoid()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": ω (B, C)} for input x (``attnvision.explain.attention_maps``)."""
-        return {"channel": self.gate(x).flatten(1)}
-
-
-class CircularEfficientChannelAttention(nn.Module):
+class CircularEfficientChannelAttention(SigmoidChannelGate):
     """ECA with circular padding of the channel axis. Input and output (B, C, H, W);
     ``logits(x)`` gives a, ``gate(x)`` = σ(a) = ω, both (B, C, 1, 1).
 
@@ -103,13 +93,3 @@ class CircularEfficientChannelAttention(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         return self.conv(x.mean((2, 3)).view(b, 1, c)).view(b, c, 1, 1)
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x).sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": ω (B, C)} for input x (``attnvision.explain.attention_maps``)."""
-        return {"channel": self.gate(x).flatten(1)}

@@ -54,7 +54,7 @@ import re
 import torch
 from torch import nn
 
-from .common import reduced_channels
+from .common import SigmoidChannelGate, reduced_channels
 
 # The official code's frequency lists on the 7×7 grid, (row u, column v) pairs in ranking order.
 FREQUENCY_TABLES = {
@@ -120,7 +120,7 @@ class DCTPooling(nn.Module):
         return pooled.view(b, c, 1, 1)
 
 
-class FrequencyChannelAttention(nn.Module):
+class FrequencyChannelAttention(SigmoidChannelGate):
     """FcaNet's multi-spectral channel attention. Input and output (B, C, H, W); ``logits(x)``
     gives W_2 ReLU(W_1 Freq), ``gate(x)`` = s = σ(logits), both (B, C, 1, 1).
 
@@ -144,13 +144,3 @@ class FrequencyChannelAttention(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         return self.fc(self.pool(x).view(b, c)).view(b, c, 1, 1)
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x).sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": s (B, C)} for input x (``attnvision.explain.attention_maps``)."""
-        return {"channel": self.gate(x).flatten(1)}

@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import reduced_channels
+from .common import SigmoidChannelGate, reduced_channels
 
 
-class SqueezeExcite(nn.Module):
-    """SE channel gate. Input and output (B, C, H, W); ``gate(x)`` gives s, (B, C, 1, 1) in (0, 1)."""
+class SqueezeExcite(SigmoidChannelGate):
+    """SE channel gate. Input and output (B, C, H, W); ``gate(x)`` gives s = σ(logits(x)), (B, C, 1, 1)."""
 
     placement = "block"
     paper = "Hu, Shen & Sun, CVPR 2018"
@@ -35,12 +35,5 @@ class SqueezeExcite(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))).sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": s (B, C)} for input x (``attnvision.explain.attention_maps``)."""
-        return {"channel": self.gate(x).flatten(1)}
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))

@@ -41,6 +41,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .common import SigmoidChannelGate
+
 STYLE_EPS = 1e-5
 
 
@@ -50,7 +52,7 @@ def style_pool(x: torch.Tensor, eps: float = STYLE_EPS) -> torch.Tensor:
     return torch.stack((mean, (var + eps).sqrt()), -1)
 
 
-class StyleRecalibration(nn.Module):
+class StyleRecalibration(SigmoidChannelGate):
     """SRM. Input and output (B, C, H, W); ``logits(x)`` gives ẑ, ``gate(x)`` = σ(ẑ) = g, both
     (B, C, 1, 1)."""
 
@@ -70,13 +72,3 @@ class StyleRecalibration(nn.Module):
                              "sample per batch in training mode; use a batch size >= 2 or call .eval()")
         z = (style_pool(x) * self.cfc).sum(-1)  # (B, C)
         return self.bn(z).view(b, c, 1, 1)
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x).sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-    def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"channel": g (B, C)} for input x (``attnvision.explain.attention_maps``)."""
-        return {"channel": self.gate(x).flatten(1)}
