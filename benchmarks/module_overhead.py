@@ -7,7 +7,8 @@ Two measurements, each a forward + backward + SGD step on random Fashion-MNIST-s
   module where its placement puts it ("block": on the residual branch; "stage": after the block;
   "conv": replacing both 3×3 convs), divided by the plain block's time;
 - model: resnet20-small (1 input channel, 28×28) with the module vs without ("conv" modules replace
-  the 3×3 convs of the last stage only, ``attn_stages=[3]``, where SANet and BoTNet put them).
+  the 3×3 convs of the last stage only, ``attn_stages=[3]``, where SANet and BoTNet put them; one
+  without a stride, AA-conv, cannot replace that stage's strided conv: "-").
 ``--extra`` adds module specs beyond the registered names, e.g. composed gates
 ("gate:channel=eca,spatial=simam").
 After an untimed warm-up of the baselines, rounds interleave all candidates so that drift on a
@@ -63,8 +64,13 @@ def main() -> None:
     names = [None, *list_attn(), *args.extra]
     block_inputs = [torch.randn(args.batch, c, s, s) for c, s in STAGES]
     blocks = {(n, i): BlockWith(c, n) for n in names for i, (c, _) in enumerate(STAGES)}
-    models = {n: create_model("resnet20", 10, attn=n, in_chans=1,
-                              attn_stages=[3] if n and attn_class(n).placement == "conv" else None) for n in names}
+    models = {}
+    for n in names:
+        try:
+            models[n] = create_model("resnet20", 10, attn=n, in_chans=1,
+                                     attn_stages=[3] if n and attn_class(n).placement == "conv" else None)
+        except ValueError as e:  # AA-conv has no stride: it cannot replace stage 3's strided conv
+            print(f"no resnet20 with {n}: {e}")
     image = torch.randn(args.batch, 1, 28, 28)
     block_times = {k: [] for k in blocks}
     model_times = {k: [] for k in models}
@@ -89,7 +95,8 @@ def main() -> None:
     for n in names:
         ratios = [median(block_times[(n, i)]) / median(block_times[(None, i)]) for i in range(len(STAGES))]
         placement = attn_class(n).placement if n else "-"
-        model_cols = f"{1000 * median(model_times[n]):.1f} | {median(model_times[n]) / base_model:.2f}"
+        model_cols = (f"{1000 * median(model_times[n]):.1f} | {median(model_times[n]) / base_model:.2f}"
+                      if n in models else "- | -")
         label = attn_label(n) if n else "none"
         print(f"| {label} | {placement} | " + " | ".join(f"{r:.2f}" for r in ratios) + f" | {model_cols} |")
 

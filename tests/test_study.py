@@ -323,6 +323,25 @@ def test_screen_then_confirm_the_listed_and_the_best_of_the_screen(tmp_path):
         build_study("quick", None, {}, {}, confirm=["none"], confirm_top=-1)
 
 
+@pytest.mark.slow
+def test_a_screened_study_confirms_the_best_of_the_screen_and_reports_unequal_seeds(fmnist_dir, tmp_path):
+    out = tmp_path / "screened"
+    args = tiny_grid(fmnist_dir, out, "--seed", "0,1", "--confirm", "none", "--confirm-top", "1",
+                     localization=False)
+    args[args.index("none,se")] = "none,se,eca"
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ranking = Study.from_dict(yaml.safe_load((out / "study.yaml").read_text())).screen_ranking(out)
+    best = next(name for name, _ in ranking if name != "none")
+    assert f"confirming on seeds [1]: none, {best}" in result.output
+    trained = sorted(p.name for p in (out / "runs").iterdir())
+    assert trained == sorted(["none-s0", "se-s0", "eca-s0", "none-s1", f"{best}-s1"])
+    rows = {r["configuration"]: r for r in csv.DictReader(open(out / "results.csv")) if r["level"] == "configuration"}
+    assert rows[best]["n"].startswith("2") and rows[({"se", "eca"} - {best}).pop()]["n"].startswith("1")
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "Screening plus confirmation" in markdown and f"by validation score (test results play no part" in markdown
+
+
 def test_compare_flags_for_screening_are_checked_before_training(tmp_path):
     result = CliRunner().invoke(app, ["compare", "--preset", "quick", "--confirm", "none,sk", "--confirm-top", "2",
                                       "--out", str(tmp_path / "s")])

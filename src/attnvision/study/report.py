@@ -419,7 +419,8 @@ def resolution_note(data: dict) -> str:
     if noise["sigma"] is not None:
         k = len(study.seed)
         said.append(f"Across seeds the test {metric_of(rows)} varies with a pooled std of {noise['sigma']:.2f} pp "
-                    f"({noise['df']} degrees of freedom): with {k} seed(s) per configuration the smallest difference "
+                    f"({noise['df']} degrees of freedom): with {k} seed(s) per "
+                    f"{'confirmed ' if study.confirm is not None else ''}configuration the smallest difference "
                     f"detected with 80% power is {POWER_FACTOR * noise['sigma'] * math.sqrt(2 / k):.2f} pp; smaller "
                     "published gains cannot be confirmed or ruled out here.")
     else:
@@ -580,7 +581,7 @@ def document(data: dict, svgs: dict[str, str], gallery: Path | None) -> Document
                 failures_section(data), Section("Runs", [table("runs", RUN_COLUMNS, data["runs"])]),
                 environment_section(data)]
     return Document(f"Attention study: {data['study'].recipe.get('data', 'fashion-mnist')}",
-                    design_note(data["study"], data["screen"]), [s for s in sections if s is not None], data["study"].note or "")
+                    design_note(data["study"], data.get("screen")), [s for s in sections if s is not None], data["study"].note or "")
 
 
 # ---- rendering --------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def configuration_rows(study: Study, runs: list[dict], costs: dict) -> list[dict
         done = finished.get(name, {})
         seeds = sorted(done)
         row = {"configuration": name, **axes, "baseline": name == baseline, "n": len(seeds),
-               "seeds_planned": len(study.seed),
+               "seeds_planned": sum(r["configuration"] == name for r in main),  # a screened-out one: 1
                "failed": [r["cell"] for r in main if r["configuration"] == name and r["status"] == "failed"]}
         if seeds:
             first = done[seeds[0]]
