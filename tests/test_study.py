@@ -342,6 +342,18 @@ def test_a_screened_study_confirms_the_best_of_the_screen_and_reports_unequal_se
     assert "Screening plus confirmation" in markdown and f"by validation score (test results play no part" in markdown
 
 
+def test_modules_preset_screens_every_channel_and_spatial_module(tmp_path):
+    from attnvision.study.grid import COMPOSED_GATES
+
+    study = build_study("modules", None, {}, {})
+    names = [n for n, _ in study.configurations()]
+    assert {"se", "eca", "cbam", "bam", "simam", "coord", "gct", "fca", "triplet", "ge"} <= set(names)
+    assert not {"sasa", "nonlocal", "danet", "bottleneck", "gate"} & set(names)  # self-attention, conv, CBAM twice
+    assert names[-3:] == ["gate_eca_simam", "gate_gct_cbam", "gate_se_dct_cbam"] and len(COMPOSED_GATES) == 3
+    runs = [c for c in study.cells(tmp_path) if c.part == "runs"]
+    assert len(runs) == len(names) + 2 * 5  # the screen, then the listed five on seeds 1 and 2
+
+
 def test_compare_flags_for_screening_are_checked_before_training(tmp_path):
     result = CliRunner().invoke(app, ["compare", "--preset", "quick", "--confirm", "none,sk", "--confirm-top", "2",
                                       "--out", str(tmp_path / "s")])
