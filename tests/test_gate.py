@@ -208,3 +208,15 @@ def test_cli_lists_keep_a_spec_with_commas_whole():
 
     assert parse_list("attn", "none,gate:channel=eca,spatial=cbam,order=parallel,se") == [
         None, "gate:channel=eca,spatial=cbam,order=parallel", "se"]
+
+
+def test_a_fused_part_gives_the_plain_product_in_the_composer():
+    torch.manual_seed(0)
+    x = torch.randn(2, C, 5, 7, dtype=torch.float64, requires_grad=True)
+    for gate in (Gate(C, channel="eca", spatial="simam").double(), Gate(C, channel=None, spatial="simam")):
+        y = gate(x)
+        x1 = x if gate.channel is None else x * gate.channel.gate(x)
+        plain = x1 * gate.spatial.gate(x1)
+        torch.testing.assert_close(y, plain)
+        g = torch.randn_like(y)
+        torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(plain, x, g)[0])

@@ -35,6 +35,10 @@ The "sasa" spatial part is our design (no paper uses SASA as a gate): a_s = W ·
 layer (``sasa.py``, window 7, 2 heads, ``rd_channels`` = 8 output channels) followed by a 1×1 conv to
 one channel; its gate σ(a_s) is (B, 1, H, W).
 
+A part whose own forward applies its gate in a fused, cheaper way (``applies_gate = True``: SimAM)
+is called as ``part(x)`` wherever the composer multiplies x by that part's gate alone (the
+sequential order, a single part): same function, less memory traffic.
+
 Placement: ``"block"`` (CBAM's); BAM, defined through it, overrides it with ``"stage"``.
 """
 
@@ -65,6 +69,11 @@ class SelfAttentionSpatialGate(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x).sigmoid()
+
+
+def gated(part: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x ⊙ part.gate(x), by the part's own fused forward where it has one (``applies_gate``)."""
+    return part(x) if getattr(part, "applies_gate", False) else x * part.gate(x)
 
 
 class Gate(nn.Module):
@@ -118,10 +127,10 @@ class Gate(nn.Module):
         return gates[0] if len(gates) == 1 else gates[0] * gates[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.order == "sequential":
-            y = x if self.channel is None else x * self.channel.gate(x)
-            y = y if self.spatial is None else y * self.spatial.gate(y)
-        elif self.combine == "product" and self.channel is not None and self.spatial is not None:
+        if self.order == "sequential" or self.channel is None or self.spatial is None:
+            y = x if self.channel is None else gated(self.channel, x)
+            y = y if self.spatial is None else gated(self.spatial, y)
+        elif self.combine == "product":
             y = x * self.channel.gate(x) * self.spatial.gate(x)  # the order of ECA+CBAM parallel's products
         else:
             y = x * self.gate(x)

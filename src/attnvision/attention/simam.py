@@ -94,6 +94,7 @@ class SimAM(nn.Module):
     placement = "block"
     paper = "Yang, Zhang, Li & Xie, ICML 2021"
     kind = "channel+spatial"
+    applies_gate = True  # forward(x) = gate(x) ⊙ x, fused: the gate composer calls it (gate.py)
 
     def __init__(self, channels: int | None = None, lam: float = 1e-4) -> None:
         super().__init__()
