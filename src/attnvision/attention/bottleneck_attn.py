@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import query_pixels
+from .common import check_input_channels, query_pixels
 from .sasa import blocked_attention, halo_blocks
 
 
@@ -87,11 +87,7 @@ class BoTSelfAttention(nn.Module):
         return offset.clamp(1 - self.extent, self.extent - 1) + self.extent - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"BoTSelfAttention expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
-                f"build it with in_channels={x.shape[1] if x.ndim == 4 else '?'}"
-            )
+        check_input_channels(self, x)
         b, _, h, w = x.shape
         n, d = self.heads, self.head_dim
         # one block holding the whole map: global attention

@@ -43,3 +43,13 @@ class SigmoidChannelGate(nn.Module):
     def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"channel": the gate (B, C)} for input x (``attnvision.explain.attention_maps``)."""
         return {"channel": self.gate(x).flatten(1)}
+
+
+def check_input_channels(module: nn.Module, x: torch.Tensor) -> None:
+    """A conv-replacing module's input must be (B, module.in_channels, H, W): else a ValueError
+    naming the shape it got and the in_channels to build it with."""
+    if x.ndim != 4 or x.shape[1] != module.in_channels:
+        raise ValueError(
+            f"{type(module).__name__} expects (B, {module.in_channels}, H, W), got {tuple(x.shape)}; "
+            f"build it with in_channels={x.shape[1] if x.ndim == 4 else '?'}"
+        )

@@ -49,7 +49,7 @@ import math
 import torch
 from torch import nn
 
-from .common import query_pixels
+from .common import check_input_channels, query_pixels
 from .sasa import block_mask, blocked_attention, halo_blocks, relative_attention_weights
 
 
@@ -90,11 +90,7 @@ class HaloAttention(nn.Module):
         self.rel_col = nn.Parameter(torch.randn(offsets, out_channels // 2) * self.head_dim ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"HaloAttention expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
-                f"build it with in_channels={x.shape[1] if x.ndim == 4 else '?'}"
-            )
+        check_input_channels(self, x)
         b, _, h, w = x.shape
         n, d, block, s = self.heads, self.head_dim, self.block_size, self.stride
         q, key, val = halo_blocks(self.qkv(x).view(b, 3, n, d, h, w), (block, block), self.halo_size, s)

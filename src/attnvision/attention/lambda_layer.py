@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import query_pixels
+from .common import check_input_channels, query_pixels
 
 
 class LambdaLayer(nn.Module):
@@ -86,11 +86,7 @@ class LambdaLayer(nn.Module):
 
     def queries_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q (B, |h|, |k|, L) after BN, normalised keys K̄ (B, |k|, L) and V (B, |v|, H, W) after BN."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"LambdaLayer expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
-                f"build it with in_channels={x.shape[1] if x.ndim == 4 else '?'}"
-            )
+        check_input_channels(self, x)
         b = x.shape[0]
         q, k, v = self.qkv(x).split([self.heads * self.key_dim, self.key_dim, self.value_dim], 1)
         q = self.norm_q(q).view(b, self.heads, self.key_dim, -1)

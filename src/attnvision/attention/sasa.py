@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import query_pixels
+from .common import check_input_channels, query_pixels
 
 
 def halo_blocks(qkv: torch.Tensor, block: tuple[int, int], halo: int,
@@ -228,11 +228,7 @@ class SelfAttention2d(nn.Module):
         return bh, bw, r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"SelfAttention2d expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}; "
-                f"build it with in_channels={x.shape[1] if x.ndim == 4 else '?'}"
-            )
+        check_input_channels(self, x)
         y = self._attend(x, *self.blocking(x.shape[2], x.shape[3]))
         if self.stride == 2:
             y = F.avg_pool2d(y, 2, ceil_mode=True)
