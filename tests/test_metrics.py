@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, precision_score, recall_score
 from torchmetrics.functional.classification import multilabel_average_precision
 
 from attnvision.metrics import accuracy, average_precision, multilabel_metrics
@@ -122,6 +122,15 @@ def test_precision_recall_match_sklearn_and_csra_cf1_definition():
     assert m["OR"] == pytest.approx(100 * recall_score(y, pred, average="micro"))
     assert m["OF1"] == pytest.approx(100 * f1_score(y, pred, average="micro"))
     assert set(KEYS) <= set(m) and all(isinstance(m[k], float) for k in KEYS)
+
+
+def test_exact_set_accuracy_is_sklearn_subset_accuracy_and_skips_ignored_entries():
+    logits, targets = random_problem(300, 4, seed=7)
+    y, pred = targets.numpy(), (logits.sigmoid() >= 0.5).numpy().astype(int)
+    assert multilabel_metrics(logits, targets)["exact"] == pytest.approx(100 * accuracy_score(y, pred))
+    probs = torch.tensor([[0.9, 0.2, 0.7], [0.9, 0.6, 0.1], [0.1, 0.1, 0.1]])
+    targets = torch.tensor([[1, 0, -1], [1, 0, 0], [0, 0, 0]])  # right (ignored entry skipped), wrong, right
+    assert multilabel_metrics(probs, targets, from_logits=False)["exact"] == pytest.approx(200 / 3)
 
 
 def test_top3_requires_top3_and_threshold():

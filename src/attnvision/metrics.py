@@ -27,6 +27,10 @@ ML-GCN, Query2Label, scikit-learn and torchmetrics):
   *and* its probability is ≥ ``threshold`` (not a pure top-3 rule), so an image may have fewer
   than 3 predicted labels. The top 3 are chosen among all C labels (ignored ones included: the
   model does not know which are ignored), equal scores going to the lower class index.
+- **Exact-set accuracy** (``exact``, "subset accuracy"): the share of images whose predicted set
+  (probability ≥ ``threshold``) equals the true set on the non-ignored entries. It is what a
+  model that emits a set of labels (``label_sequence.py``) is judged by first: one wrong or
+  missing label makes the whole image wrong.
 - **Numerics**: probabilities come from a float32 (or float64) sigmoid, never fp16, which
   saturates at 1.0 above logit ≈ 8.3. Rankings (AP, top-3) use the scores as given: pass
   logits, because even a float32 sigmoid maps every logit above ≈ 16.6 to exactly 1.0 and so
@@ -114,7 +118,8 @@ def _precision_recall(pred: torch.Tensor, targets: torch.Tensor, has_pos: torch.
 
 def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
                        from_logits: bool = True) -> dict:
-    """mAP, CP, CR, CF1, OP, OR, OF1 and top3_CP … top3_OF1, in percent (conventions: module docstring).
+    """mAP, CP, CR, CF1, OP, OR, OF1, exact-set accuracy (``exact``) and top3_CP … top3_OF1, in
+    percent (conventions: module docstring).
 
     scores: (N, C) logits (``from_logits=True``, the model's output) or probabilities in [0, 1]
     (``from_logits=False``). targets: (N, C) in {1, 0, -1 (ignored)}. ``threshold`` applies to
@@ -137,6 +142,7 @@ def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: f
     out: dict = {"mAP": 100 * ap[has_pos].mean().item()}
     pred = probs >= threshold
     out.update(_precision_recall(pred, targets, has_pos))
+    out["exact"] = 100 * ((pred == (targets == 1)) | (targets == IGNORE)).all(1).double().mean().item()
     k = min(3, scores.shape[1])
     top = scores.argsort(dim=1, descending=True, stable=True)[:, :k]  # stable: ties → lower index
     in_top = torch.zeros_like(pred).scatter_(1, top, True)

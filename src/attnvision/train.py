@@ -42,6 +42,7 @@ from .data.mixing import Mixing, mix_batch
 from .ema import WeightEMA
 from .evaluate import (build_loss, build_model, evaluate, evaluated_weights, load_bundle, load_model_state, predict,
                        selection_metric, split_loader, split_scores)
+from .label_sequence import takes_targets
 from .profile import count_macs, count_params
 from .run_folder import (BEST, CONFIG, LAST, LOG, METRICS, PREDICTIONS, TENSORBOARD, RunLock, holds_run,
                          make_run_folder, remove_temp_files)
@@ -56,6 +57,9 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr: floa
     are excluded, as in Goyal et al. 2017 and most modern recipes. With ``head_lr`` the head's
     parameters get their own learning rate."""
     groups = []
+    if head_lr is not None and not hasattr(model, "head"):
+        raise ValueError(f"--head-lr sets the learning rate of a model's head, and {type(model).__name__} has none: "
+                         "drop --head-lr")
     head_ids = {id(p) for p in model.head.parameters()} if head_lr is not None else set()
     for group_lr, is_head in ((lr, False), (head_lr, True)):
         params = [p for p in model.parameters() if p.requires_grad and (id(p) in head_ids) == is_head]
@@ -251,6 +255,11 @@ class Run:
         return self.bundle.task
 
     @property
+    def takes_targets(self) -> bool:
+        """Whether the model trains on its own objective (``label_sequence.takes_targets``)."""
+        return takes_targets(getattr(self.model, "module", self.model))
+
+    @property
     def evaluated_model(self) -> nn.Module:
         """The weights validation, selection and the test see: the moving average when kept."""
         return self.ema.module if self.ema is not None else self.model.module
@@ -260,6 +269,19 @@ class Run:
         self.model, self.optimizer = self.fabric.setup(self.model, self.optimizer)
         if self.ema is not None:
             self.ema.module.to(self.fabric.device)
+
+
+def check_label_sequence_model(cfg: TrainConfig, bundle: DatasetBundle, model: nn.Module) -> None:
+    """A model that emits one label per step trains on label sets: multi-label data, unmixed."""
+    if not takes_targets(model):
+        return
+    if bundle.task != "multilabel":
+        raise ValueError(f"model '{cfg.model}' with head '{cfg.head}' emits a set of labels and trains on "
+                         f"multi-label data, but '{cfg.data}' is {bundle.task}-label: pick a multi-label dataset "
+                         "(e.g. fashion-mnist-scenes)")
+    if cfg.mixup_prob or cfg.cutmix_prob:
+        raise ValueError(f"model '{cfg.model}' with head '{cfg.head}' trains on label sets, which mixup and CutMix "
+                         "do not give: pass --mixup-prob 0 --cutmix-prob 0")
 
 
 def set_up(fabric, cfg: TrainConfig, out: Path) -> Run:
@@ -279,6 +301,7 @@ def set_up(fabric, cfg: TrainConfig, out: Path) -> Run:
                          f"images of '{cfg.data}': pass at most {min(bundle.img_size) - 1} (0: no crop)")
     loss_fn = build_loss(cfg, bundle.task)
     model = build_model(cfg, bundle)
+    check_label_sequence_model(cfg, bundle, model)
     macs = count_macs(model, (bundle.in_chans, *bundle.img_size))
     model = model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     optimizer = build_optimizer(model, cfg)
@@ -327,8 +350,11 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, rng: np.random.Genera
     share of a mixed pair), all detached."""
     x, y = mix_batch(x, y, run.mixing, run.bundle.num_classes, run.task, rng) if run.mixing.active else (x, y)
     with run.fabric.autocast():
-        logits = run.model(x)
-    loss = run.loss_fn(logits.float(), y)
+        if run.takes_targets:  # a label-sequence model computes its own objective (label_sequence.py)
+            logits, loss = run.model(x, y)
+        else:
+            logits = run.model(x)
+            loss = run.loss_fn(logits.float(), y)
     run.optimizer.zero_grad(set_to_none=True)
     run.fabric.backward(loss)
     if run.cfg.grad_clip is not None:

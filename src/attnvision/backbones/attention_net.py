@@ -27,6 +27,7 @@ from torch import nn
 
 from ..attention.residual_attention import PreActBottleneck, ResidualAttentionModule
 from ..heads import create_head
+from .base import TrunkAndHead
 from .common import check_input
 
 STEM_WIDTH = 16
@@ -34,7 +35,7 @@ WIDTHS = (64, 128, 256)
 MASK_DEPTHS = (3, 2, 1)
 
 
-class AttentionNet(nn.Module):
+class AttentionNet(TrunkAndHead):
     """CIFAR Residual Attention Network with m modules per stage. ``forward_features``:
     (B, in_chans, H, W) → (B, 256, ⌈H/4⌉, ⌈W/4⌉); ``head``: (B, 256, h, w) → (B, num_classes)."""
 
@@ -64,8 +65,6 @@ class AttentionNet(nn.Module):
         check_input(x, self.in_chans)
         return self.final_act(self.stages(self.stem(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
 
 
 def cifar_attention_net(depth: int, num_classes: int, attn: str | None = None, **kw) -> AttentionNet:

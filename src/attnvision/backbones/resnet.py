@@ -36,6 +36,7 @@ from torch import nn
 
 from ..attention import attn_class, create_attn
 from ..heads import create_head
+from .base import TrunkAndHead
 from .common import check_input
 
 
@@ -123,7 +124,7 @@ def replace_3x3_convs(block: BasicBlock | Bottleneck, attn: str, attn_kw: dict) 
         setattr(block, name, create_attn(attn, conv.in_channels, out_channels=conv.out_channels, **stride, **attn_kw))
 
 
-class ResNet(nn.Module):
+class ResNet(TrunkAndHead):
     """ResNet trunk + head. ``forward_features``: (B, in_chans, H, W) → (B, d, h, w);
     ``head``: (B, d, h, w) → (B, num_classes)."""
 
@@ -220,8 +221,6 @@ class ResNet(nn.Module):
                 x = self.stage_attn[f"layer{i}"](x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
 
 
 CIFAR_WIDTHS = {"small": (16, 32, 64), "large": (64, 128, 256)}

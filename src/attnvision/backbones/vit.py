@@ -44,6 +44,7 @@ from torch import nn
 
 from ..attention.common import query_pixels
 from ..heads import create_head
+from .base import TrunkAndHead
 from .common import check_input
 
 
@@ -111,7 +112,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(TrunkAndHead):
     """ViT trunk + head. ``forward_features``: (B, in_chans, H, W) → (B, D, H/P, W/P) patch
     tokens; ``head``: (B, D, h, w) → (B, num_classes)."""
 
@@ -185,8 +186,6 @@ class VisionTransformer(nn.Module):
         tokens = self.norm(self.blocks(tokens))
         return tokens[:, 1:].transpose(1, 2).reshape(len(x), -1, *grid)  # class token dropped
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
 
     def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"blocks.i.attn.attention": (B, heads, Q, h, w)}: in every block, the weights of the

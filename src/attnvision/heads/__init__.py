@@ -9,12 +9,14 @@ from .csra import CSRAHead
 from .eva import EVAHead
 from .gap import GAPHead
 from .query2label import Query2LabelHead
+from .sat import ShowAttendTellHead
 
 HEADS: Registry = Registry("head")
 HEADS.add("gap", GAPHead)
 HEADS.add("eva", EVAHead)
 HEADS.add("csra", CSRAHead)
 HEADS.add("query2label", Query2LabelHead)
+HEADS.add("sat", ShowAttendTellHead)
 
 
 def create_head(name: str, in_features: int, num_classes: int, **kw) -> nn.Module:
