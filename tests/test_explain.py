@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -567,3 +568,25 @@ def test_explain_settings_are_checked_and_explain_stands_apart_from_the_trainer(
             settings.check()
     code = "import sys, attnvision.explain.run; assert 'attnvision.train' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("model, head, methods", [("resnet20", "sat", {"gradcam", "attention"}),
+                                                  ("dram", None, {"attention"})], ids=["sat", "dram"])
+def test_label_sequence_models_are_explained_by_the_step_that_emitted_each_class(fmnist_dir, tmp_path, monkeypatch,
+                                                                                 model, head, methods):
+    """Show-attend-tell's attention and DRAM's glimpses are their own class maps; DRAM has no feature
+    map entering a head, so Grad-CAM is not among its default methods and asking for it is an error."""
+    from attnvision.explain.run import explain_checkpoint
+
+    monkeypatch.setenv("ATTNVISION_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(data="fashion-mnist-scenes", data_dir=str(fmnist_dir), data_kw={"n_train": 96, "n_test": 16},
+                      val_size=32, model=model, head=head, epochs=1, batch_size=32, lr=0.01, out=str(tmp_path / "run"),
+                      accelerator="cpu")
+    train(cfg, progress=False)
+    settings = ExplainSettings(images=8, figures=1, faithfulness_images=2, steps=2, classes="present")
+    scores = explain_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "explain", settings)
+    assert set(scores["methods"]) == methods | {"random", "centre", "edge", "box"}
+    assert 0 <= scores["methods"]["attention"]["pointing_game"] <= 100
+    if model == "dram":
+        with pytest.raises(ValueError, match="no feature map entering a head"):
+            explain_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "x", replace(settings, methods=("gradcam",)))

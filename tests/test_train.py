@@ -279,3 +279,32 @@ def test_version_and_python_m():
     assert result.exit_code == 0 and result.output.strip() == f"attnvision {__version__}"
     out = subprocess.run([sys.executable, "-m", "attnvision", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"attnvision {__version__}"
+
+
+LABEL_SEQUENCE_MODELS = [("resnet20", "sat", {}), ("dram", None, {})]
+
+
+@pytest.mark.parametrize("model, head, model_kw", LABEL_SEQUENCE_MODELS, ids=["sat", "dram"])
+def test_label_sequence_models_train_on_scenes_and_resume_exactly(fmnist_dir, tmp_path, monkeypatch,
+                                                                   interrupted_after_first_epoch, model, head,
+                                                                   model_kw):
+    """Models that emit one label per step train through the trainer on their own objective, are
+    scored by the multi-label metrics (exact-set accuracy included) and resume bit for bit (dropout
+    and sampled glimpses draw from the checkpointed RNG)."""
+    monkeypatch.setenv("ATTNVISION_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(data="fashion-mnist-scenes", data_dir=str(fmnist_dir), data_kw={"n_train": 128, "n_test": 32},
+                      val_size=32, model=model, head=head, model_kw=model_kw, epochs=2, batch_size=32, lr=0.01,
+                      warmup_epochs=0, out=str(tmp_path / "a"), accelerator="cpu")
+    straight = train(cfg, progress=False)
+    for key in ("mAP", "CF1", "OF1", "exact"):
+        assert 0 <= straight["test"][key] <= 100
+    assert evaluate_checkpoint(tmp_path / "a" / "best.pt")["exact"] == pytest.approx(straight["test"]["exact"])
+    interrupted_after_first_epoch(replace(cfg, out=str(tmp_path / "b")))
+    resumed = train(TrainConfig(), resume=tmp_path / "b", progress=False)
+    a, b = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in "ab")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert resumed["test"] == straight["test"]
+    with pytest.raises(ValueError, match="pass --mixup-prob 0 --cutmix-prob 0"):
+        train(replace(cfg, mixup_prob=0.5, out=str(tmp_path / "c")), progress=False)
+    with pytest.raises(ValueError, match="trains on multi-label data"):
+        train(replace(cfg, data="fashion-mnist", data_kw={}, val_size=100, out=str(tmp_path / "d")), progress=False)

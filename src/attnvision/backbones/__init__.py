@@ -12,6 +12,7 @@ from torch import nn
 
 from ..registry import Registry
 from .attention_net import cifar_attention_net
+from .dram import dram
 from .evanet import evanet20
 from .resnet import cifar_resnet, imagenet_resnet
 from .sanet import sanet20
@@ -26,6 +27,7 @@ for _depth in (18, 34, 50, 101):
 MODELS.add("sanet20", sanet20)
 MODELS.add("vit_tiny", vit_tiny)
 MODELS.add("evanet20", evanet20)
+MODELS.add("dram", dram)
 for _depth in (56, 92):
     MODELS.add(f"attention{_depth}", partial(cifar_attention_net, _depth))
 

@@ -6,8 +6,10 @@ Methods (``METHODS``):
   class *logit* (pre-softmax, as the paper; for multi-label models the class's own logit).
   A = the feature map that enters the head (the last stage's output for every registered model),
   or the output of any module named by ``layer`` (e.g. "layer2").
-- ``attention``: the model's own class map: the head's ``class_maps`` where it has one (CSRA: each
-  location's exact share of the logit; Query2Label: the last layer's label cross-attention), else
+- ``attention``: the model's own class map: the model's or its head's ``class_maps`` where it has
+  one (CSRA: each location's exact share of the logit; Query2Label: the last layer's label
+  cross-attention; show-attend-tell: the attention of the step that emitted the class; DRAM: the
+  glimpses of the step that emitted it), else
   the network's last spatial gate (CBAM, ECA+CBAM, BAM, RAN), which is the same for every class.
   Models with neither (channel gates only: SE, ECA) raise ValueError.
 - ``integrated_gradients`` (Sundararajan et al. 2017), captum, from a black image, 16 steps,
@@ -91,6 +93,9 @@ def gradcam(model: nn.Module, x: torch.Tensor, index: torch.Tensor, targets: tor
     from captum.attr import LayerGradCam
 
     if layer is None:
+        if not hasattr(model, "forward_features"):
+            raise ValueError(f"{type(model).__name__} has no feature map entering a head, where Grad-CAM looks by "
+                             "default: name a layer (--layer, a module path) or use another --method")
         with torch.no_grad():
             features = model.forward_features(x)[index]
         cam = LayerGradCam(model.head, model.head).attribute(features, target=targets, relu_attributions=True,
@@ -116,8 +121,10 @@ def find_module(model: nn.Module, path: str) -> nn.Module:
 def own_class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's own map of every class (see the module docstring): (B, num_classes, H, W), or
     (B, 1, H, W) for a spatial gate, which is the same for every class."""
-    head_maps = getattr(model.head, "class_maps", None)
-    if head_maps is not None:
+    head_maps = getattr(getattr(model, "head", None), "class_maps", None)
+    if callable(getattr(model, "class_maps", None)):
+        maps = model.class_maps(x)  # (B, C, H', W') of the image itself (DRAM)
+    elif head_maps is not None:
         maps = head_maps(model.forward_features(x))  # (B, C, h, w)
     else:
         spatial = [v for k, v in attention_maps(model, x).items() if k.endswith(".spatial")]
@@ -132,5 +139,14 @@ def own_class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def has_own_maps(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``method="attention"`` works for ``model`` (checked on a sample batch x)."""
-    return getattr(model.head, "class_maps", None) is not None or any(
-        k.endswith(".spatial") for k in attention_maps(model, x))
+    head = getattr(model, "head", None)
+    if callable(getattr(model, "class_maps", None)) or callable(getattr(head, "class_maps", None)):
+        return True
+    return any(k.endswith(".spatial") for k in attention_maps(model, x))
+
+
+def default_methods(model: nn.Module, x: torch.Tensor) -> tuple[str, ...]:
+    """What ``attnvision explain`` computes when no method is named: Grad-CAM at the head's input
+    (where the model has one) and the model's own maps (where it has them), checked on images x."""
+    methods = ("gradcam",) if hasattr(model, "forward_features") else ()
+    return methods + (("attention",) if has_own_maps(model, x) else ())

@@ -26,7 +26,7 @@ import torch
 from ..checkpoint import atomic_torch_save, atomic_write_text
 from ..data import Split, TensorLoader
 from ..evaluate import SPLITS, load_run
-from .cam import METHODS, has_own_maps, pair_maps
+from .cam import METHODS, default_methods, has_own_maps, pair_maps
 from .figures import gallery_figure, image_figure
 from .sanity import run_sanity
 from .scores import (BASELINES, ROAD_FRACTIONS, ROAD_NOISE, baseline_maps, box_masking, default_tolerance,
@@ -136,8 +136,7 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
                           device=fabric.device, channels_last=cfg.channels_last)
     with torch.no_grad():
         logits = torch.cat([model(x).float().cpu() for x, _ in loader])
-    methods = settings.methods or (("gradcam", "attention") if has_own_maps(model, next(iter(loader))[0][:1])
-                                   else ("gradcam",))
+    methods = settings.methods or default_methods(model, next(iter(loader))[0][:1])
     sets, pairs = select_pairs(settings.classes, data.targets, logits, bundle)
     black = -torch.tensor(bundle.mean) / torch.tensor(bundle.std)  # pixel value 0, normalised
     substrate = black if settings.deletion_substrate == "black" else torch.zeros_like(black)
