@@ -10,7 +10,7 @@ from torch import nn
 
 from attnvision import create_model
 from attnvision.profile import (MACS_CONVENTION, count_macs, count_params, measure_latency, profile_model,
-                                train_step_time)
+                                train_step_time, training_memory)
 
 
 class ConvLinear(nn.Module):
@@ -172,7 +172,6 @@ def test_macs_of_a_head_that_feeds_parameters_as_inputs():
 
 
 def test_training_memory_counts_saved_activations_and_optimizer_state():
-    from attnvision.profile import training_memory
 
     linear = nn.Linear(10, 10)
     x = torch.randn(4, 10)
@@ -200,3 +199,13 @@ def test_latency_samples_are_one_per_timed_call():
 
     times = latency_samples(nn.Linear(4, 4), torch.randn(2, 4), warmup=1, repeats=5)
     assert len(times) == 5 and all(t > 0 for t in times)
+
+
+def test_training_step_of_a_label_sequence_model_runs_its_own_objective_on_the_targets():
+    model = create_model("resnet20", 4, head="sat", in_chans=1)
+    x, targets = torch.randn(4, 1, 16, 16), torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1.]])
+    with pytest.raises(ValueError, match="pass the batch's targets"):
+        train_step_time(model, x, lambda out: out.sum(), steps=1)
+    assert train_step_time(model, x, lambda out: out.sum(), steps=1, targets=targets) > 0
+    memory = training_memory(model, x, lambda out: out.sum(), targets)
+    assert memory["activations"] > 0 and memory["peak"] == memory["activations"] + memory["parameters"]

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .backbones import create_model
+from .label_sequence import takes_targets
 
 MACS_CONVENTION = (
     "multiply-accumulates of one (1, C, H, W) image in eval mode over convolutions, linear layers "
@@ -116,7 +117,21 @@ def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats:
     return statistics.median(latency_samples(model, x, warmup, repeats))
 
 
-def training_memory(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+def training_loss(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                  targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of one training forward pass: ``loss_fn(model(x))``, or the model's own objective
+    where it trains on one (``label_sequence.takes_targets``: DRAM, show-attend-tell), which needs
+    the batch's ``targets``."""
+    if not takes_targets(model):
+        return loss_fn(model(x))
+    if targets is None:
+        raise ValueError(f"{type(model).__name__} trains on its own objective over the targets: pass the batch's "
+                         "targets to time or measure its training step")
+    return model(x, targets)[1]
+
+
+def training_memory(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                    targets: torch.Tensor | None = None) -> dict:
     """Bytes one SGD-momentum training step on batch ``x`` holds at its peak, counted from tensors
     rather than read from the allocator (which on CPU has no peak counter):
 
@@ -140,7 +155,7 @@ def training_memory(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.
     params = {id(p): p for p in model.parameters()}
     param_ptrs = {p.untyped_storage().data_ptr() for p in params.values()}
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        loss = loss_fn(model(x))
+        loss = training_loss(model, x, loss_fn, targets)
     loss.backward()
     activations = sum(n for ptr, n in storages.items() if ptr not in param_ptrs)
     parameters = 3 * sum(p.numel() * p.element_size() for p in params.values())
@@ -152,9 +167,9 @@ def training_memory(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.
 
 
 def train_step_time(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-                    steps: int = 10) -> float:
-    """Mean wall-clock seconds of one training step of ``model`` on batch ``x``: forward,
-    ``loss_fn(model(x))``, backward and an SGD-momentum update, after one untimed warm-up step.
+                    steps: int = 10, targets: torch.Tensor | None = None) -> float:
+    """Mean wall-clock seconds of one training step of ``model`` on batch ``x``: forward and loss
+    (``training_loss``), backward and an SGD-momentum update, after one untimed warm-up step.
 
     The model is put in train mode and its parameters are updated. For ratios between models,
     interleave repeated calls so that drift on a shared machine hits every model alike."""
@@ -164,7 +179,7 @@ def train_step_time(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
-        loss = loss_fn(model(x))
+        loss = training_loss(model, x, loss_fn, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -26,7 +26,7 @@ import torch
 from ..checkpoint import atomic_torch_save, atomic_write_text
 from ..data import Split, TensorLoader
 from ..evaluate import SPLITS, load_run
-from .cam import METHODS, default_methods, has_own_maps, pair_maps
+from .cam import METHODS, default_methods, pair_maps
 from .figures import gallery_figure, image_figure
 from .sanity import run_sanity
 from .scores import (BASELINES, ROAD_FRACTIONS, ROAD_NOISE, baseline_maps, box_masking, default_tolerance,
@@ -35,7 +35,8 @@ from .scores import (BASELINES, ROAD_FRACTIONS, ROAD_NOISE, baseline_maps, box_m
 SCORES_FILE = "scores.json"
 PAIRS_FILE = "pairs.pt"
 CLASS_CHOICES = ("present", "predicted", "all")
-SUBSTRATES = ("black", "mean")  # what deletion and box masking fill pixels with: pixel 0, or the dataset mean
+SUBSTRATES = ("black", "mean")
+GALLERY_TITLES = {"gradcam": "Grad-CAM", "attention": "own map"}  # what deletion and box masking fill pixels with: pixel 0, or the dataset mean
 
 
 @dataclass(frozen=True)
@@ -305,8 +306,8 @@ def loader_prefix(loader: TensorLoader, images: int):
 
 def runs_gallery(checkpoints: dict[str, str | Path], out: str | Path, images: int = 8) -> Path:
     """A gallery PNG of the same first ``images`` test images explained by several runs
-    (label → checkpoint): one row per run's Grad-CAM, plus a row with its own map where it has
-    one (spatial gate, CSRA, Query2Label). Each column explains the image's ground-truth class
+    (label → checkpoint): one row per run's Grad-CAM (where it has a head's input: not DRAM), plus a
+    row with its own map where it has one (spatial gate, CSRA, Query2Label, show-attend-tell, DRAM). Each column explains the image's ground-truth class
     (for multi-label data its first present class), with that class's boxes where the data has them."""
     rows, first = {}, None
     for label, checkpoint in checkpoints.items():
@@ -320,9 +321,8 @@ def runs_gallery(checkpoints: dict[str, str | Path], out: str | Path, images: in
             all_boxes = bundle.extras.get("boxes", {}).get("test")
             first = (test.images, None if all_boxes is None else pair_boxes(all_boxes, pairs),
                      [bundle.class_names[c] for c in targets])
-        rows[f"{label} Grad-CAM"] = pair_maps(model, x, pairs, "gradcam").cpu()
-        if has_own_maps(model, x[:1]):
-            rows[f"{label} own map"] = pair_maps(model, x, pairs, "attention").cpu()
+        for method in default_methods(model, x[:1]):
+            rows[f"{label} {GALLERY_TITLES[method]}"] = pair_maps(model, x, pairs, method).cpu()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     gallery_figure(out, first[0], rows, first[1], first[2])

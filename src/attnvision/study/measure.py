@@ -76,16 +76,18 @@ def _measure(cells: dict, settings: dict, rounds: int, repeats: int, steps: int)
     batch = settings["batch_size"]
     inputs = {b: torch.randn(b, *shape, device=device).contiguous(memory_format=torch.channels_last)
               for b in (1, 32, batch)}
+    # the batch's targets, for models that train on their own objective (label_sequence.takes_targets)
+    targets = bundle.train.targets[torch.arange(batch) % len(bundle.train)].to(device)
     latency = {(name, b): [] for name in models for b in (1, 32)}
     step = {name: [] for name in models}
     for model in models.values():  # warm-up: allocator, thread pool, kernel choice
         latency_samples(model, inputs[1], warmup=2, repeats=1)
-        train_step_time(model, inputs[batch], loss, steps=1)
+        train_step_time(model, inputs[batch], loss, steps=1, targets=targets)
     for _ in range(rounds):
         for name, model in models.items():
             for b in (1, 32):
                 latency[(name, b)] += latency_samples(model, inputs[b], warmup=1, repeats=repeats)
-            step[name].append(train_step_time(model, inputs[batch], loss, steps=steps))
+            step[name].append(train_step_time(model, inputs[batch], loss, steps=steps, targets=targets))
     baseline = settings["baseline"]
     result = {}
     for name, model in models.items():
@@ -97,7 +99,7 @@ def _measure(cells: dict, settings: dict, rounds: int, repeats: int, steps: int)
             "latency_ms_b32": quantiles(latency[(name, 32)]),
             "train_step_ms": quantiles([1000 * t for t in step[name]]),
             "train_step_ratio": quantiles(ratios),
-            "memory_bytes": training_memory(model, inputs[batch], loss),
+            "memory_bytes": training_memory(model, inputs[batch], loss, targets),
         }
     return {"settings": {**settings, "input": list(shape), "device": str(device), "torch": torch.__version__,
                          "macs_convention": MACS_CONVENTION},
