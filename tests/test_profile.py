@@ -172,7 +172,6 @@ def test_macs_of_a_head_that_feeds_parameters_as_inputs():
 
 
 def test_training_memory_counts_saved_activations_and_optimizer_state():
-
     linear = nn.Linear(10, 10)
     x = torch.randn(4, 10)
     memory = training_memory(linear, x, lambda out: out.square().sum())
