@@ -6,8 +6,9 @@ RUN: a run folder (its best.pt). One column per test scene (the first ``--images
 1. the scene with its item boxes (green) and DRAM's glimpses: the finest retina patch of every
    glimpse as a square coloured by its label step (step 1 red, 2 orange, 3 yellow, 4 green, …),
    glimpse centres joined in order; the title lists the labels DRAM emitted (✓ present, ✗ not);
-2. … one row per decoding step of show-attend-tell: its attention α_t over the 16×16 feature map,
-   upsampled to the scene, with the label emitted at that step (END rows stay empty).
+2. and below: one row per decoding step of show-attend-tell: its attention α_t over the 16×16
+   feature map, upsampled to the scene, with the label emitted at that step (a scene whose decoding
+   stopped earlier leaves its panel empty).
 Maps are min-max scaled per panel (``explain.figures.show_overlay``; white cross: the maximum).
 """
 
@@ -73,7 +74,7 @@ def main() -> None:
         decoding = sat.head.decode(sat.forward_features(x))
     sat_labels = emitted_labels(decoding.step_logits)
     alphas = upsample(decoding.alphas.unflatten(2, sat.forward_features(x[:1]).shape[2:]), x.shape[-2:])
-    steps = max(len(labels) for labels in sat_labels) + 1
+    steps = max(1, max(len(labels) for labels in sat_labels))
     plt = pyplot()
     fig, axes = plt.subplots(1 + steps, args.images, figsize=(CELL * args.images, CELL * (1 + steps) + 0.3),
                              squeeze=False)
