@@ -22,7 +22,7 @@ import torch
 from attnvision.evaluate import load_run
 from attnvision.explain.cam import upsample
 from attnvision.explain.figures import CELL, pyplot, show_image, show_overlay
-from attnvision.label_sequence import decoded_steps
+from attnvision.label_sequence import decoded_tokens
 
 STEP_COLOURS = ("red", "orange", "yellow", "lime", "cyan", "magenta", "white")
 
@@ -36,7 +36,7 @@ def normalised(bundle, images: torch.Tensor) -> torch.Tensor:
 def emitted_labels(step_logits: torch.Tensor) -> list[list[int]]:
     """Per image, the classes emitted step by step (greedy, up to END)."""
     end = step_logits.shape[2] - 1
-    tokens = step_logits.argmax(2).masked_fill(~decoded_steps(step_logits), end)
+    tokens = decoded_tokens(step_logits)
     return [[t for t in row.tolist() if t != end] for row in tokens]
 
 

@@ -99,11 +99,16 @@ def decoded_steps(step_logits: torch.Tensor) -> torch.Tensor:
     return ~ended_before
 
 
+def decoded_tokens(step_logits: torch.Tensor) -> torch.Tensor:
+    """(B, T) int64: each step's most probable token, END (= C) at the steps greedy decoding does
+    not take."""
+    return step_logits.argmax(2).masked_fill(~decoded_steps(step_logits), step_logits.shape[2] - 1)
+
+
 def emitted(step_logits: torch.Tensor) -> torch.Tensor:
     """(B, C) bool: the classes greedy decoding emits (the argmax of a decoded step other than END)."""
     num_classes = step_logits.shape[2] - 1
-    token = step_logits.argmax(2).masked_fill(~decoded_steps(step_logits), num_classes)
-    return F.one_hot(token, num_classes + 1)[:, :, :num_classes].any(1)
+    return F.one_hot(decoded_tokens(step_logits), num_classes + 1)[:, :, :num_classes].any(1)
 
 
 def set_logits(step_logits: torch.Tensor) -> torch.Tensor:

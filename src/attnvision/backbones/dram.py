@@ -101,7 +101,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..label_sequence import (IGNORED_STEP, check_order, check_steps, decoded_steps, next_targets, sequence_loss,
+from ..label_sequence import (IGNORED_STEP, check_order, check_steps, decoded_tokens, next_targets, sequence_loss,
                               set_logits, start_targets)
 from .common import check_input
 
@@ -134,29 +134,29 @@ def pixel_centres(locations: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return torch.stack([(locations[..., 1] + 1) * h / 2 - 0.5, (locations[..., 0] + 1) * w / 2 - 0.5], -1)
 
 
-def footprints(locations: torch.Tensor, patch_size: int, size: tuple[int, int]) -> torch.Tensor:
-    """0/1 boxes of the finest retina patch, (B, S, H, W), for locations (B, S, 2) (x, y): the pixels
-    whose centre lies within patch_size / 2 of the glimpse centre along both axes."""
-    h, w = size
-    centre = pixel_centres(locations.float(), size)
-    rows = torch.arange(h, device=locations.device, dtype=torch.float32)
-    cols = torch.arange(w, device=locations.device, dtype=torch.float32)
-    inside_rows = (rows - centre[..., 0, None]).abs() < patch_size / 2  # (B, S, H)
-    inside_cols = (cols - centre[..., 1, None]).abs() < patch_size / 2  # (B, S, W)
-    return (inside_rows[..., :, None] & inside_cols[..., None, :]).float()
-
-
-def cones(locations: torch.Tensor, patch_size: int, size: tuple[int, int]) -> torch.Tensor:
-    """The finest retina patch of each glimpse as a pyramid, (B, S, H, W): 1 − d∞(p, centre) / (P/2)
-    inside the patch, 0 outside (d∞: the larger of the row and column distances of pixel p's centre
-    to the glimpse centre), so that the map's maximum is the pixel nearest the glimpse centre."""
+def chebyshev_distances(locations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """d∞ (B, S, H, W): the larger of the row and column distances of each pixel's centre to the
+    glimpse centre, for locations (B, S, 2) (x, y)."""
     h, w = size
     centre = pixel_centres(locations.float(), size)
     rows = torch.arange(h, device=locations.device, dtype=torch.float32)
     cols = torch.arange(w, device=locations.device, dtype=torch.float32)
     row_distance = (rows - centre[..., 0, None]).abs()[..., :, None]  # (B, S, H, 1)
     col_distance = (cols - centre[..., 1, None]).abs()[..., None, :]  # (B, S, 1, W)
-    return (1 - torch.maximum(row_distance, col_distance) / (patch_size / 2)).clamp(min=0)
+    return torch.maximum(row_distance, col_distance)
+
+
+def footprints(locations: torch.Tensor, patch_size: int, size: tuple[int, int]) -> torch.Tensor:
+    """0/1 boxes of the finest retina patch, (B, S, H, W), for locations (B, S, 2) (x, y): the pixels
+    whose centre lies within patch_size / 2 of the glimpse centre along both axes."""
+    return (chebyshev_distances(locations, size) < patch_size / 2).float()
+
+
+def cones(locations: torch.Tensor, patch_size: int, size: tuple[int, int]) -> torch.Tensor:
+    """The finest retina patch of each glimpse as a pyramid, (B, S, H, W): 1 − d∞(p, centre) / (P/2)
+    inside the patch, 0 outside (``chebyshev_distances``), so that the map's maximum is the pixel
+    nearest the glimpse centre."""
+    return (1 - chebyshev_distances(locations, size) / (patch_size / 2)).clamp(min=0)
 
 
 def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
@@ -375,8 +375,8 @@ class DRAM(nn.Module):
         pyramids = cones(run.locations, self.patch_size, x.shape[-2:]).unflatten(1, (self.steps, -1))
         weight = torch.arange(1, self.glimpses_per_label + 1, device=x.device) / self.glimpses_per_label
         per_step = (pyramids * weight[:, None, None]).amax(2)  # (B, T, H, W)
-        token = run.step_logits.argmax(2).masked_fill(~decoded_steps(run.step_logits), self.num_classes)
-        emitted_at = F.one_hot(token, self.num_classes + 1)[:, :, :self.num_classes].float()  # (B, T, C)
+        emitted_at = F.one_hot(decoded_tokens(run.step_logits), self.num_classes + 1)[:, :, :self.num_classes]
+        emitted_at = emitted_at.float()  # (B, T, C)
         classes = torch.zeros(x.shape[0], self.num_classes, *x.shape[-2:], device=x.device)
         for t in range(self.steps):  # a class emitted at several steps keeps each step's glimpses
             classes = torch.maximum(classes, emitted_at[:, t, :, None, None] * per_step[:, t, None])

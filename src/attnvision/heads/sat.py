@@ -73,8 +73,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..label_sequence import (IGNORED_STEP, check_order, check_steps, decoded_steps, next_targets, sequence_loss,
-                              set_logits, start_targets)
+from ..label_sequence import (IGNORED_STEP, check_order, check_steps, decoded_steps, decoded_tokens, next_targets,
+                              sequence_loss, set_logits, start_targets)
 
 
 class Decoding(NamedTuple):
@@ -235,7 +235,6 @@ class ShowAttendTellHead(nn.Module):
 
     def _class_attention(self, step_logits: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
         """(B, C, L): per class the α (B, T, L) of the first decoded step whose argmax it is."""
-        token = step_logits.argmax(2).masked_fill(~decoded_steps(step_logits), self.end)
-        hits = nn.functional.one_hot(token, self.num_classes + 1)[:, :, :self.num_classes]
+        hits = nn.functional.one_hot(decoded_tokens(step_logits), self.num_classes + 1)[:, :, :self.num_classes]
         first = hits * (hits.cumsum(1) == 1)
         return torch.einsum("btc,btl->bcl", first.to(alphas.dtype), alphas)
