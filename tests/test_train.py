@@ -19,7 +19,7 @@ import attnvision.train as train_mod
 from attnvision.checkpoint import load_checkpoint, save_checkpoint
 from attnvision.cli import app
 from attnvision.config import TrainConfig
-from attnvision.evaluate import evaluate_checkpoint
+from attnvision.evaluate import evaluate_checkpoint, full_fp32_on_cuda
 from attnvision.train import DivergedError, train
 
 ATTNVISION = str(Path(sys.executable).parent / "attnvision")
@@ -308,3 +308,15 @@ def test_label_sequence_models_train_on_scenes_and_resume_exactly(fmnist_dir, tm
         train(replace(cfg, mixup_prob=0.5, out=str(tmp_path / "c")), progress=False)
     with pytest.raises(ValueError, match="trains on multi-label data"):
         train(replace(cfg, data="fashion-mnist", data_kw={}, val_size=100, out=str(tmp_path / "d")), progress=False)
+
+
+def test_true_fp32_turns_tf32_off_and_mixed_precisions_leave_it():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        full_fp32_on_cuda("bf16-mixed")
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        full_fp32_on_cuda("32-true")
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

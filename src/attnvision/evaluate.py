@@ -145,8 +145,19 @@ def load_run(path: str | Path, data_dir: str | None = None):
     model = build_model(cfg, bundle)
     load_model_state(model, evaluated_weights(state), path)
     fabric = Fabric(accelerator="auto", devices=1, precision=cfg.precision)
+    full_fp32_on_cuda(cfg.precision)
     model = model.to(fabric.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     return cfg, bundle, model.eval(), fabric, state
+
+
+def full_fp32_on_cuda(precision: str) -> None:
+    """With ``precision="32-true"``, CUDA convolutions and matrix products run in full fp32. PyTorch
+    lets cuDNN convolutions use TF32 (a 10-bit mantissa) by default, so a "32-true" run on a GPU
+    would differ from the same run on a CPU by far more than round-off; the mixed precisions are
+    left as Fabric sets them."""
+    if precision == "32-true":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: str = "test") -> dict:

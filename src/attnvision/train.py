@@ -40,8 +40,8 @@ from .config import TrainConfig
 from .data import DatasetBundle, TensorLoader
 from .data.mixing import Mixing, mix_batch
 from .ema import WeightEMA
-from .evaluate import (build_loss, build_model, evaluate, evaluated_weights, load_bundle, load_model_state, predict,
-                       selection_metric, split_loader, split_scores)
+from .evaluate import (build_loss, build_model, evaluate, evaluated_weights, full_fp32_on_cuda, load_bundle,
+                       load_model_state, predict, selection_metric, split_loader, split_scores)
 from .label_sequence import takes_targets
 from .profile import count_macs, count_params
 from .run_folder import (BEST, CONFIG, LAST, LOG, METRICS, PREDICTIONS, TENSORBOARD, RunLock, holds_run,
@@ -293,6 +293,7 @@ def set_up(fabric, cfg: TrainConfig, out: Path) -> Run:
     if fabric.device.type == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+        full_fp32_on_cuda(cfg.precision)
     bundle = load_bundle(cfg)
     if cfg.task not in (None, bundle.task):
         raise ValueError(f"--task {cfg.task} but dataset '{cfg.data}' is {bundle.task}")
