@@ -116,6 +116,12 @@ def _precision_recall(pred: torch.Tensor, targets: torch.Tensor, has_pos: torch.
     return {k: 100 * v.item() for k, v in values.items()}
 
 
+def exact_set_hits(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """pred: bool (N, C) predicted sets; targets: (N, C) in {1, 0, -1 (ignored)}. Returns bool (N,):
+    whether each image's predicted set equals its label set (ignored labels count as agreeing)."""
+    return ((pred == (targets == 1)) | (targets == IGNORE)).all(1)
+
+
 def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
                        from_logits: bool = True) -> dict:
     """mAP, CP, CR, CF1, OP, OR, OF1, exact-set accuracy (``exact``) and top3_CP … top3_OF1, in
@@ -142,7 +148,7 @@ def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: f
     out: dict = {"mAP": 100 * ap[has_pos].mean().item()}
     pred = probs >= threshold
     out.update(_precision_recall(pred, targets, has_pos))
-    out["exact"] = 100 * ((pred == (targets == 1)) | (targets == IGNORE)).all(1).double().mean().item()
+    out["exact"] = 100 * exact_set_hits(pred, targets).double().mean().item()
     k = min(3, scores.shape[1])
     top = scores.argsort(dim=1, descending=True, stable=True)[:, :k]  # stable: ties → lower index
     in_top = torch.zeros_like(pred).scatter_(1, top, True)
