@@ -299,3 +299,24 @@ def test_hybrid_sequential_and_parallel_equations():
 def test_wrong_keyword_names_the_accepted_ones():
     with pytest.raises(ValueError, match="attention module 'se'.*kernel_size.*it takes: channels, rd_ratio, rd_channels"):
         create_attn("se", 64, kernel_size=3)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv1x1_on_descriptors_is_the_convolution_forward_and_backward(bias):
+    from attnvision.attention.common import Conv1x1
+
+    torch.manual_seed(0)
+    conv = Conv1x1(12, 5, bias=bias).double()
+    assert set(conv.state_dict()) == set(torch.nn.Conv2d(12, 5, 1, bias=bias).state_dict())
+    for shape in [(4, 12, 1, 1), (3, 12, 5, 7)]:  # a pooled descriptor (matrix product), a map (convolution)
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        out = conv(x)
+        ref = F.conv2d(x_ref, conv.weight, conv.bias)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+        grad = torch.randn_like(out)
+        params = [p for p in conv.parameters()]
+        got = torch.autograd.grad(out, [x, *params], grad)
+        want = torch.autograd.grad(ref, [x_ref, *params], grad)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-12)

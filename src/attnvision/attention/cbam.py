@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import reduced_channels
+from .common import Conv1x1, reduced_channels
 from .gate import Gate
 from .pooling import ChannelPool
 
@@ -50,7 +50,7 @@ class ChannelGate(nn.Module):
         super().__init__()
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         self.pool = ChannelPool(pool, channels)
-        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+        self.mlp = nn.Sequential(Conv1x1(channels, hidden), nn.ReLU(inplace=True), Conv1x1(hidden, channels))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         # All pooled descriptors go through the shared MLP in one call: (n·B, C, 1, 1).

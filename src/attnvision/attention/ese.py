@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import Conv1x1
+
 VARIANTS = {"paper": torch.sigmoid, "code": F.hardsigmoid}
 
 
@@ -50,7 +52,7 @@ class EffectiveSqueezeExcite(nn.Module):
             raise ValueError(f"unknown eSE variant '{variant}'; valid: paper (sigmoid), code (hard sigmoid "
                              "of the official code and timm)")
         self.activation = VARIANTS[variant]
-        self.fc = nn.Conv2d(channels, channels, 1)  # a 1×1 conv on the pooled map, as the official code
+        self.fc = Conv1x1(channels, channels)  # a 1×1 conv on the pooled map, as the official code
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.mean((2, 3), keepdim=True))

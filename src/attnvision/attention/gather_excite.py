@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import reduced_channels
+from .common import Conv1x1, reduced_channels
 
 VARIANTS = ("theta-", "theta", "theta+")
 
@@ -119,8 +119,7 @@ class GatherExcite(nn.Module):
             self.gather = DepthwiseGather(channels, self.extent, self.feat_size)
         if variant == "theta+":
             hidden = reduced_channels(channels, rd_ratio, rd_channels)
-            self.excite = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-                                        nn.Conv2d(hidden, channels, 1))
+            self.excite = nn.Sequential(Conv1x1(channels, hidden), nn.ReLU(inplace=True), Conv1x1(hidden, channels))
 
     def gathered_logits(self, x: torch.Tensor) -> torch.Tensor:
         """ξ_E(ξ_G(x)) before the upsampling: (B, C, ⌈H/e⌉, ⌈W/e⌉), or (B, C, 1, 1) globally."""

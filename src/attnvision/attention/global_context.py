@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import reduced_channels
+from .common import Conv1x1, reduced_channels
 
 class AttentionPool(nn.Module):
     """GCNet's context modelling: c = Σ_j softmax_j(W_k x + b_k) x_j, (B, C, H, W) → (B, C, 1, 1).
@@ -65,8 +65,8 @@ class ContextTransform(nn.Sequential):
     (last conv zero-initialised). (B, C, 1, 1) → (B, C, 1, 1)."""
 
     def __init__(self, channels: int, hidden: int) -> None:
-        super().__init__(nn.Conv2d(channels, hidden, 1), nn.LayerNorm([hidden, 1, 1]), nn.ReLU(inplace=True),
-                         nn.Conv2d(hidden, channels, 1))
+        super().__init__(Conv1x1(channels, hidden), nn.LayerNorm([hidden, 1, 1]), nn.ReLU(inplace=True),
+                         Conv1x1(hidden, channels))
         nn.init.zeros_(self[-1].weight)
         nn.init.zeros_(self[-1].bias)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import reduced_channels
+from .common import Conv1x1, reduced_channels
 
 
 class LightChannelGate(nn.Module):
@@ -37,9 +37,9 @@ class LightChannelGate(nn.Module):
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None) -> None:
         super().__init__()
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.fc1 = Conv1x1(channels, hidden, bias=False)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
+        self.fc2 = Conv1x1(hidden, channels, bias=False)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         pooled = 0.5 * (x.mean((2, 3), keepdim=True) + x.amax((2, 3), keepdim=True))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import SigmoidChannelGate, reduced_channels
+from .common import Conv1x1, SigmoidChannelGate, reduced_channels
 
 
 class SqueezeExcite(SigmoidChannelGate):
@@ -31,9 +31,9 @@ class SqueezeExcite(SigmoidChannelGate):
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None) -> None:
         super().__init__()
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
-        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc1 = Conv1x1(channels, hidden)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.fc2 = Conv1x1(hidden, channels)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
