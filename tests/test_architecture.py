@@ -13,12 +13,12 @@ PACKAGE = SRC / "attnvision"
 # bottom to top, as in docs/architecture.md; a module may import from strictly lower floors only
 FLOORS = (
     ("registry", "checkpoint", "run_folder", "metrics", "losses", "stats", "ema", "label_sequence"),
-    ("attention", "heads", "data"),
+    ("attention", "heads", "data", "compiled"),
     ("backbones",),
     ("__init__", "profile"),
     ("config",),
     ("evaluate",),
-    ("train", "boost", "explain"),
+    ("train", "boost", "explain", "export"),
     ("study",),
     ("cli",),
     ("__main__",),
@@ -72,9 +72,9 @@ def test_imports_only_run_downward():
 
 
 def test_what_reads_runs_never_imports_the_trainer():
-    """explain and the study read run folders (the study runs the trainer as a process)."""
+    """explain, the boost, export and the study read run folders (the study runs the trainer as a process)."""
     for path in [*(PACKAGE / "explain").rglob("*.py"), *(PACKAGE / "study").rglob("*.py"), PACKAGE / "boost.py",
-                 PACKAGE / "evaluate.py", PACKAGE / "config.py"]:
+                 PACKAGE / "export.py", PACKAGE / "evaluate.py", PACKAGE / "config.py"]:
         assert "attnvision.train" not in imports(path), path
 
 

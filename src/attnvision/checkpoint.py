@@ -90,6 +90,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a binary file atomically (see ``_atomic_write``)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def read_json(path: str | Path):
     """The parsed JSON file at ``path``; None when there is no such file; DamagedFileError naming
     the file when it does not parse."""

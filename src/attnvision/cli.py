@@ -1,4 +1,4 @@
-"""The ``attnvision`` command: list, train, eval, boost, explain, profile, compare, report."""
+"""The ``attnvision`` command: list, train, eval, export, boost, explain, profile, compare, report."""
 
 from __future__ import annotations
 
@@ -220,13 +220,15 @@ def eval_cmd(
     checkpoint: str = typer.Option(..., help="path to best.pt / last.pt"),
     split: str = typer.Option("test", help="train, val or test"),
     data_dir: Optional[str] = None,
+    compile: bool = typer.Option(False, "--compile", help="run the model through torch.compile (Inductor); "
+                                 "eagerly, with a message, where compilation fails"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Evaluate a checkpoint on a split of the data it was trained on."""
     from .evaluate import evaluate_checkpoint
 
     try:
-        result = evaluate_checkpoint(checkpoint, data_dir=data_dir, split=split)
+        result = evaluate_checkpoint(checkpoint, data_dir=data_dir, split=split, compile=compile)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     if as_json:
@@ -235,6 +237,35 @@ def eval_cmd(
         scores = "  ".join(f"{k} {v:.2f}{'' if k == 'loss' else '%'}" for k, v in result.items()
                            if isinstance(v, float))
         console.print(f"{split}: {scores}  (checkpoint {checkpoint}, epoch {result['epoch']})", highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: str = typer.Option(..., help="best.pt / last.pt of a run"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
+    out: str = typer.Option(..., help="the file to write, e.g. model.onnx (written only when verified)"),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="accept any batch size (default: batch 1)"),
+    data_dir: Optional[str] = None,
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Export a checkpoint's model with its preprocessing (mean/std, input size, class names) recorded,
+    and check its outputs against PyTorch's on test images of the run's data."""
+    from .export import export_checkpoint
+
+    try:
+        result = export_checkpoint(checkpoint, out, fmt, dynamic_batch=dynamic_batch, data_dir=data_dir)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        fail(str(e))
+    except OSError as e:  # writing --out: a full disk (DiskFullError says what it needs), no write permission
+        fail(f"cannot write {out}: {e.strerror or e}", code=1)
+    if as_json:
+        print(json.dumps(result))
+        return
+    batch = "any batch size" if dynamic_batch else "batch size 1"
+    console.print(f"wrote {out} ({fmt}, {batch}); verified on {result['images']} test images: max |exported - "
+                  f"PyTorch| = {result['max_abs_diff']:.2e} (tolerance {result['tolerance']:.1e}, largest logit "
+                  f"{result['max_abs_logit']:.3g}), same top class on {result['top1_agreement']}/{result['images']}",
+                  highlight=False)
 
 
 @app.command("boost")
@@ -377,6 +408,8 @@ def profile(
     in_chans: int = 3,
     num_classes: int = 1000,
     repeats: int = typer.Option(10, help="timed runs per batch size (median reported)"),
+    compile: bool = typer.Option(False, "--compile", help="also time the model through torch.compile (Inductor): "
+                                 "latency and speed-up per batch size, and the compile time apart"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Parameters, MACs (multiply-adds, the papers' "GFLOPs") and latency at batch 1 and 32."""
@@ -384,7 +417,7 @@ def profile(
 
     try:
         result = profile_model(model, attn=attn, head=head, img_size=img_size, in_chans=in_chans,
-                               num_classes=num_classes, repeats=repeats)
+                               num_classes=num_classes, repeats=repeats, compile=compile)
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     if as_json:
@@ -396,9 +429,17 @@ def profile(
     table.add_row("params", f"{result['params']:,}")
     table.add_row("MACs", f"{result['macs'] / 1e9:.3f} G")
     for key in sorted(k for k in result if k.startswith("latency_ms_b")):
-        table.add_row(f"latency, batch {key.removeprefix('latency_ms_b')}", f"{result[key]:.2f} ms")
+        batch = key.removeprefix("latency_ms_b")
+        table.add_row(f"latency, batch {batch}", f"{result[key]:.2f} ms")
+        if f"compiled_{key}" in result:
+            compiled = result[f"compiled_{key}"]
+            table.add_row(f"compiled latency, batch {batch}", f"{compiled:.2f} ms ({result[key] / compiled:.2f}×)")
+    if "compile_time_s" in result:
+        table.add_row("compile time", f"{result['compile_time_s']:.1f} s")
     console.print(table)
-    console.print(f"MACs: {result['macs_convention']}; latency: median of {repeats} runs, "
+    compiled_note = (", compiled: torch.compile, (×) = speed-up over eager, compile time = the first call at each "
+                     "batch size" if "compile_time_s" in result else "")
+    console.print(f"MACs: {result['macs_convention']}; latency: median of {repeats} runs{compiled_note}, "
                   f"{result['threads']} threads, {result['device']}", highlight=False)
 
 

@@ -121,6 +121,9 @@ class TrainConfig:
                              "mirror image")
     seed: int = option(0, SEED, "seed of initialisation, augmentation and batch order")
     channels_last: bool = option(True, help="channels-last memory format")
+    compile: bool = option(False, help="compile the model's training steps with torch.compile (Inductor); where "
+                           "compilation fails, say so and train eagerly. Each process's first step, which "
+                           "compiles, is timed apart: metrics.json's compile_time_s, left out of epoch times and img/s")
     # results depend on the thread count (reductions split differently), so a run records it
     threads: int | None = option(None, POSITIVE_INT, "CPU threads of this process (default: torch's, one per core)")
     accelerator: str = option("auto", help="cpu, gpu, auto")

@@ -17,6 +17,7 @@ from torch import nn
 from .backbones import create_model
 from .backbones.weights import state_dict_differences
 from .checkpoint import load_checkpoint
+from .compiled import Compiled
 from .config import TrainConfig
 from .data import DatasetBundle, Split, TensorLoader, load_dataset
 from .losses import AsymmetricLoss, BCEWithLogits
@@ -160,9 +161,13 @@ def full_fp32_on_cuda(precision: str) -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
-def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: str = "test") -> dict:
-    """Rebuild the model and data of a checkpoint and evaluate one split (single process)."""
+def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, split: str = "test",
+                        compile: bool = False) -> dict:
+    """Rebuild the model and data of a checkpoint and evaluate one split (single process); with
+    ``compile``, through torch.compile (``compiled.Compiled``: eagerly where compilation fails)."""
     cfg, bundle, model, fabric, state = load_run(path, data_dir)
+    if compile:
+        model = Compiled(model, f"{cfg.model} + {cfg.attn or 'no attention'}")
     loader = split_loader(cfg, bundle, split, fabric)
     result = evaluate(fabric, model, loader, build_loss(cfg, bundle.task), bundle.task, cfg.tta_hflip)
     return {"checkpoint": str(path), "split": split, "epoch": state["epoch"], **result}

@@ -94,8 +94,8 @@ def decoded_steps(step_logits: torch.Tensor) -> torch.Tensor:
     """(B, T) bool: the steps greedy decoding takes, up to and including the first whose most
     probable token is END (all T when none is)."""
     end = step_logits.shape[2] - 1
-    is_end = step_logits.argmax(2) == end
-    ended_before = (is_end.cumsum(1) - is_end.int()) > 0
+    is_end = (step_logits.argmax(2) == end).int()  # an int cumsum: ONNX's CumSum takes no booleans
+    ended_before = (is_end.cumsum(1) - is_end) > 0
     return ~ended_before
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .backbones import create_model
+from .compiled import Compiled
 from .label_sequence import takes_targets
 
 MACS_CONVENTION = (
@@ -167,28 +168,46 @@ def training_memory(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.
 
 
 def train_step_time(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-                    steps: int = 10, targets: torch.Tensor | None = None) -> float:
+                    steps: int = 10, targets: torch.Tensor | None = None, warmup: int = 1) -> float:
     """Mean wall-clock seconds of one training step of ``model`` on batch ``x``: forward and loss
-    (``training_loss``), backward and an SGD-momentum update, after one untimed warm-up step.
+    (``training_loss``), backward and an SGD-momentum update, after ``warmup`` untimed steps. With
+    ``warmup=0, steps=1`` it times a model's first step: for a ``compiled.Compiled`` model, its
+    compilation (whose failure falls back to eager over the whole step, backward included).
 
     The model is put in train mode and its parameters are updated. For ratios between models,
     interleave repeated calls so that drift on a shared machine hits every model alike."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def step() -> None:
-        loss = training_loss(model, x, loss_fn, targets)
+    def step(module: nn.Module) -> None:
+        loss = training_loss(module, x, loss_fn, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    step()
+    run = model.step if isinstance(model, Compiled) else lambda fn: fn(model)
+    for _ in range(warmup):
+        run(step)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        run(step)
     return (time.perf_counter() - start) / steps
+
+
+def compiled_latency(model: nn.Module, name: str, inputs: dict[int, torch.Tensor], warmup: int = 3,
+                     repeats: int = 10) -> dict:
+    """The latency of ``model`` through torch.compile (``compiled.Compiled``) on each batch size's
+    input: {"compile_time_s", "compiled_latency_ms_b{b}" for each b}, or {} where compilation fails
+    (the fallback says why). The first call at a batch size compiles that shape's graph; it is timed
+    apart (``compile_time_s``: their sum), then latency as ``measure_latency``."""
+    compiled = Compiled(model, name)
+    result, compile_ms = {}, 0.0
+    for b, x in inputs.items():
+        compile_ms += latency_samples(compiled, x, warmup=0, repeats=1)[0]
+        result[f"compiled_latency_ms_b{b}"] = measure_latency(compiled, x, warmup=warmup, repeats=repeats)
+    return {"compile_time_s": compile_ms / 1000, **result} if compiled.active else {}
 
 
 def _device_name(device: torch.device) -> str:
@@ -207,15 +226,17 @@ def profile_model(
     repeats: int = 10,
     warmup: int = 3,
     device: str | torch.device = "cpu",
+    compile: bool = False,
     **model_kw,
 ) -> dict:
     """Build ``create_model(name, num_classes, attn=attn, in_chans=in_chans, **model_kw)`` and
     measure it at ``img_size``² on ``device``.
 
     Returns {"model", "attn", "img_size", "in_chans", "num_classes", "params", "macs",
-    "macs_convention", "latency_ms_b{b}" for each b in ``batch_sizes``, "threads", "device"}.
-    Latency (see ``measure_latency``) is timed on random normal (B, in_chans, img_size, img_size)
-    inputs with ``warmup`` untimed and ``repeats`` timed calls per batch size.
+    "macs_convention", "latency_ms_b{b}" for each b in ``batch_sizes``, "threads", "device"}, with
+    ``compile`` also ``compiled_latency``'s keys. Latency (see ``measure_latency``) is timed on
+    random normal (B, in_chans, img_size, img_size) inputs with ``warmup`` untimed and ``repeats``
+    timed calls per batch size.
     """
     if img_size < 1 or any(b < 1 for b in batch_sizes):
         raise ValueError(f"img_size and batch_sizes must be positive, got {img_size} and {tuple(batch_sizes)}")
@@ -231,9 +252,11 @@ def profile_model(
         "macs": count_macs(model, (in_chans, img_size, img_size)),
         "macs_convention": MACS_CONVENTION,
     }
-    for b in batch_sizes:
-        x = torch.randn(b, in_chans, img_size, img_size, device=device)
+    inputs = {b: torch.randn(b, in_chans, img_size, img_size, device=device) for b in batch_sizes}
+    for b, x in inputs.items():
         result[f"latency_ms_b{b}"] = measure_latency(model, x, warmup=warmup, repeats=repeats)
+    if compile:
+        result.update(compiled_latency(model, f"{name} + {attn or 'no attention'}", inputs, warmup, repeats))
     result["threads"] = torch.get_num_threads()
     result["device"] = _device_name(device)
     return result

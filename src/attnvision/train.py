@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, save_checkpoint
+from .compiled import Compiled
 from .config import TrainConfig
 from .data import DatasetBundle, TensorLoader
 from .data.mixing import Mixing, mix_batch
@@ -223,7 +224,8 @@ class Progress:
     epoch: int  # completed epochs
     history: list[dict]  # log.csv's rows, one per completed epoch
     best: dict  # {"epoch": e, "val_<metric>": ...}: the best validation epoch so far (-1: none yet)
-    train_time_s: float = 0.0  # seconds spent in training epochs (validation excluded)
+    train_time_s: float = 0.0  # seconds spent in training epochs (validation and compiling steps excluded)
+    compile_time_s: float = 0.0  # seconds of the compiling first training step of each process (--compile)
 
     @classmethod
     def start(cls, metric: str) -> "Progress":
@@ -249,6 +251,8 @@ class Run:
     macs: int
     mixing: Mixing
     ema: WeightEMA | None  # the moving average of the weights, when ``ema_decay`` is set
+    compiled: Compiled | None = None  # with ``compile``: the model as ``train_step`` calls it, through torch.compile
+    compiling: bool = False  # whether the next training step is this process's first compiled one
 
     @property
     def task(self) -> str:
@@ -265,10 +269,15 @@ class Run:
         return self.ema.module if self.ema is not None else self.model.module
 
     def setup_fabric(self) -> None:
-        """Hand model and optimizer to Fabric (device, precision, DDP); the average follows the model."""
+        """Hand model and optimizer to Fabric (device, precision, DDP); the average follows the model.
+        With ``compile``, training steps call Fabric's model through torch.compile, while validation,
+        the average and checkpoints keep the plain module."""
         self.model, self.optimizer = self.fabric.setup(self.model, self.optimizer)
         if self.ema is not None:
             self.ema.module.to(self.fabric.device)
+        if self.cfg.compile:
+            self.compiled = Compiled(self.model, f"{self.cfg.model} + {self.cfg.attn or 'no attention'}")
+            self.compiling = self.compiled.active
 
 
 def check_label_sequence_model(cfg: TrainConfig, bundle: DatasetBundle, model: nn.Module) -> None:
@@ -328,6 +337,7 @@ def checkpoint_state(run: Run, progress: Progress) -> dict:
             **({"cuda_rng": torch.cuda.get_rng_state_all()} if run.fabric.device.type == "cuda" else {}),
             **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
             "history": progress.history, "best": progress.best, "train_time_s": progress.train_time_s,
+            "compile_time_s": progress.compile_time_s,
             "dataset": {"task": b.task, "num_classes": b.num_classes, "in_chans": b.in_chans,
                         "class_names": b.class_names, "mean": list(b.mean), "std": list(b.std)}}
 
@@ -342,7 +352,9 @@ def restore(run: Run, state: dict) -> Progress:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     if run.ema is not None:
         load_model_state(run.ema.module, state["ema"], run.out / LAST)
-    return Progress(state["epoch"], state["history"], state["best"], state["train_time_s"])
+    # checkpoints written before --compile existed hold no compile_time_s
+    return Progress(state["epoch"], state["history"], state["best"], state["train_time_s"],
+                    state.get("compile_time_s", 0.0))
 
 
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple:
@@ -350,14 +362,20 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, rng: np.random.Genera
     Returns the loss, the logits and the targets the accuracy is counted against (the larger
     share of a mixed pair), all detached."""
     x, y = mix_batch(x, y, run.mixing, run.bundle.num_classes, run.task, rng) if run.mixing.active else (x, y)
-    with run.fabric.autocast():
-        if run.takes_targets:  # a label-sequence model computes its own objective (label_sequence.py)
-            logits, loss = run.model(x, y)
-        else:
-            logits = run.model(x)
-            loss = run.loss_fn(logits.float(), y)
-    run.optimizer.zero_grad(set_to_none=True)
-    run.fabric.backward(loss)
+
+    def forward_backward(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        with run.fabric.autocast():
+            if run.takes_targets:  # a label-sequence model computes its own objective (label_sequence.py)
+                logits, loss = model(x, y)
+            else:
+                logits = model(x)
+                loss = run.loss_fn(logits.float(), y)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.fabric.backward(loss)
+        return logits, loss
+
+    # the backward is part of the compiled step: it compiles (and may fail) at its first call too
+    logits, loss = run.compiled.step(forward_backward) if run.compiled is not None else forward_backward(run.model)
     if run.cfg.grad_clip is not None:
         run.fabric.clip_gradients(run.model, run.optimizer, max_norm=run.cfg.grad_clip)
     run.optimizer.step()
@@ -382,7 +400,8 @@ def check_finite(run: Run, loss_sum: torch.Tensor, seen: int, epoch: int, step: 
 
 def train_epoch(run: Run, epoch: int, show_progress: bool) -> dict:
     """One epoch of training steps; returns its lr, train loss (and accuracy), time and img/s,
-    summed over ranks. A loss that is not finite stops the run (``DivergedError``)."""
+    summed over ranks, and the seconds of a compiling step (``compile_time_s``), which the time and
+    img/s leave out. A loss that is not finite stops the run (``DivergedError``)."""
     cfg, fabric, task = run.cfg, run.fabric, run.task
     run.model.train()
     run.train_loader.set_epoch(epoch)
@@ -390,25 +409,30 @@ def train_epoch(run: Run, epoch: int, show_progress: bool) -> dict:
     loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
     correct = torch.zeros((), device=fabric.device, dtype=torch.long)
     seen, t0, steps = 0, time.perf_counter(), len(run.train_loader)
+    compile_s, untimed = 0.0, 0  # the compiling step's seconds and images
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not show_progress or fabric.global_rank != 0, mininterval=0.5)
     for step, (x, y) in enumerate(bar):
         loss, logits, hard = train_step(run, x, y, rng)
+        if run.compiling:
+            loss.item()  # waits for the device: the compiling step ends here
+            compile_s, untimed, run.compiling = time.perf_counter() - t0, len(y), False
         loss_sum += loss * len(y)
         if task == "single":
             correct += (logits.argmax(1) == hard).sum()
         seen += len(y)
         if step % 10 == 9 or step == steps - 1:  # host sync only every 10 steps
             mean_loss = check_finite(run, loss_sum, seen, epoch, step)
+            rate = (seen - untimed) * fabric.world_size / (time.perf_counter() - t0 - compile_s)
             bar.set_postfix(loss=f"{mean_loss:.4f}", **({"acc": f"{100 * correct.item() / seen:.2f}"}
-                                                         if task == "single" else {}),
-                            img_s=f"{seen * fabric.world_size / (time.perf_counter() - t0):.0f}")
-    seconds = time.perf_counter() - t0
-    loss_total, right, images = fabric.all_reduce(torch.stack([loss_sum, correct.double(), torch.tensor(
-        float(seen), device=fabric.device, dtype=torch.float64)]), reduce_op="sum").tolist()
+                                                         if task == "single" else {}), img_s=f"{rate:.0f}")
+    seconds = time.perf_counter() - t0 - compile_s
+    counts = torch.tensor([seen, seen - untimed], device=fabric.device, dtype=torch.float64)
+    loss_total, right, images, timed = fabric.all_reduce(torch.stack([loss_sum, correct.double(), *counts]),
+                                                         reduce_op="sum").tolist()
     return {"lr": run.optimizer.param_groups[0]["lr"], "train_loss": loss_total / images,
             **({"train_acc": 100 * right / images} if task == "single" else {}),
-            "epoch_time_s": seconds, "images_per_s": images / seconds}
+            "epoch_time_s": seconds, "images_per_s": timed / seconds, "compile_time_s": compile_s}
 
 
 def validate(run: Run) -> dict:
@@ -426,6 +450,7 @@ def record_epoch(run: Run, progress: Progress, trained: dict, val: dict) -> bool
     whether this epoch is the best so far."""
     progress.epoch += 1
     progress.train_time_s += trained["epoch_time_s"]
+    progress.compile_time_s += trained.pop("compile_time_s")
     val = {f"val_{k}": v for k, v in val.items()}
     timing = {k: trained.pop(k) for k in ("epoch_time_s", "images_per_s")}
     row = {"epoch": progress.epoch, **trained, **val, **timing}
@@ -501,6 +526,7 @@ def finish(run: Run, progress: Progress, test: dict, test_final: dict | None, wa
         "test": test,
         "test_final": test if test_final is None else test_final,
         "train_time_s": progress.train_time_s,
+        "compile_time_s": progress.compile_time_s,
         "wall_time_s": wall_time_s,
         "images_per_s": sum(r["images_per_s"] * r["epoch_time_s"] for r in history) / progress.train_time_s,
         "world_size": fabric.world_size,

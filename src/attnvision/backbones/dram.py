@@ -312,7 +312,8 @@ class DRAM(nn.Module):
         sampling = targets is not None
         if sampling:
             remaining, done = start_targets(targets)
-        zeros = x.new_zeros(len(x), self.core_lower.hidden_size)
+        # x.shape[0], not len(x): a traced export (attnvision export --dynamic-batch) keeps it variable
+        zeros = x.new_zeros(x.shape[0], self.core_lower.hidden_size)
         lower, upper = (zeros, zeros), (self.context(self._coarse(x)), zeros)
         location, log_prob, baseline = self._emit(upper[0], sampling)
         logits, aligned, looked, log_probs, baselines = [], [], [], [], []

@@ -178,13 +178,14 @@ class VisionTransformer(TrunkAndHead):
                              "resize or crop the images")
         x = self.patch_embed(x)  # (B, D, h, w)
         grid = tuple(x.shape[2:])
-        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), x.flatten(2).transpose(1, 2)], 1)
+        # x.shape[0], not len(x): a traced export (attnvision export --dynamic-batch) keeps it variable
+        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(2).transpose(1, 2)], 1)
         return tokens + self.position_embedding(grid), grid
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         tokens, grid = self._embed(x)
         tokens = self.norm(self.blocks(tokens))
-        return tokens[:, 1:].transpose(1, 2).reshape(len(x), -1, *grid)  # class token dropped
+        return tokens[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, *grid)  # class token dropped
 
 
     def attention_maps(self, x: torch.Tensor, queries: torch.Tensor) -> dict[str, torch.Tensor]:

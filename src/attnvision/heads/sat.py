@@ -187,7 +187,8 @@ class ShowAttendTellHead(nn.Module):
         keys = self.attn_annotation(annotations)  # W_a a_i + b, (B, L, A), the same at every step
         mean_annotation = annotations.mean(1)
         h, c = self.init_h(mean_annotation), self.init_c(mean_annotation)
-        token = torch.full((len(x),), self.start, dtype=torch.long, device=x.device)
+        # x.shape[0], not len(x): a traced export (attnvision export --dynamic-batch) keeps it variable
+        token = torch.full((x.shape[0],), self.start, dtype=torch.long, device=x.device)
         if targets is not None:
             remaining, done = start_targets(targets)
         logits, aligned, alphas, betas = [], [], [], []

@@ -9,7 +9,10 @@ takes medians: a slow spell then hits all configurations alike. Per configuratio
   over ``rounds × repeats`` timed calls after warm-up;
 - training-step time at the recipe's batch size (forward, backward, SGD-momentum update) and its
   ratio to the baseline's, the median over rounds of per-round ratios;
-- training memory at that batch (``profile.training_memory``).
+- training memory at that batch (``profile.training_memory``);
+- where the study compiles (``TrainConfig.compile``): the training-step time through torch.compile,
+  its speed-up over the eager step (median over rounds of the per-round eager/compiled ratio),
+  and the compiling first step's seconds, timed apart.
 
 Threads: the cells' own thread count, so that the step ratio describes the runs it sits beside.
 Weights are freshly initialised: none of these depends on their values.
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import atomic_write_text
+from ..compiled import Compiled
 from ..evaluate import build_model, load_bundle
 from ..profile import MACS_CONVENTION, count_macs, count_params, latency_samples, train_step_time, training_memory
 from .grid import Cell, Study
@@ -43,9 +47,11 @@ def measure_costs(study: Study, cells: list[Cell], out: Path, threads: int, roun
     costs; returns {"settings": ..., "configurations": {name: {...}}}."""
     path = out / COSTS
     measured = study.first_seed(cells, MAIN)  # configuration → its cell
+    first = next(iter(measured.values())).config
     settings = {"threads": threads, "rounds": rounds, "repeats": repeats, "steps": steps,
-                "batch_size": next(iter(measured.values())).config.batch_size,
-                "configurations": list(measured), "baseline": study.baseline_name}
+                "batch_size": first.batch_size, "configurations": list(measured), "baseline": study.baseline_name,
+                # only where set, so that the costs.json of studies from before --compile stay valid
+                **({"compile": True} if first.compile else {})}
     saved = read_rebuildable(path, "recomputing it")
     if saved is not None and {k: saved.get("settings", {}).get(k) for k in settings} == settings:
         return saved
@@ -80,6 +86,11 @@ def _measure(cells: dict, settings: dict, rounds: int, repeats: int, steps: int)
     targets = bundle.train.targets[torch.arange(batch) % len(bundle.train)].to(device)
     latency = {(name, b): [] for name in models for b in (1, 32)}
     step = {name: [] for name in models}
+    compiled = {name: Compiled(model, name) for name, model in models.items()} if settings.get("compile") else {}
+    # the first compiled step compiles: timed apart, before the warm-up
+    compile_time = {name: train_step_time(model, inputs[batch], loss, steps=1, targets=targets, warmup=0)
+                    for name, model in compiled.items()}
+    compiled_step = {name: [] for name in compiled}
     for model in models.values():  # warm-up: allocator, thread pool, kernel choice
         latency_samples(model, inputs[1], warmup=2, repeats=1)
         train_step_time(model, inputs[batch], loss, steps=1, targets=targets)
@@ -88,6 +99,9 @@ def _measure(cells: dict, settings: dict, rounds: int, repeats: int, steps: int)
             for b in (1, 32):
                 latency[(name, b)] += latency_samples(model, inputs[b], warmup=1, repeats=repeats)
             step[name].append(train_step_time(model, inputs[batch], loss, steps=steps, targets=targets))
+            if name in compiled:
+                compiled_step[name].append(train_step_time(compiled[name], inputs[batch], loss, steps=steps,
+                                                           targets=targets))
     baseline = settings["baseline"]
     result = {}
     for name, model in models.items():
@@ -101,6 +115,12 @@ def _measure(cells: dict, settings: dict, rounds: int, repeats: int, steps: int)
             "train_step_ratio": quantiles(ratios),
             "memory_bytes": training_memory(model, inputs[batch], loss, targets),
         }
+        if name in compiled and compiled[name].active:  # where compilation failed, Compiled said so
+            result[name].update({
+                "compiled_train_step_ms": quantiles([1000 * t for t in compiled_step[name]]),
+                "compile_speedup": quantiles([e / c for e, c in zip(step[name], compiled_step[name])]),
+                "compile_time_s": compile_time[name],
+            })
     return {"settings": {**settings, "input": list(shape), "device": str(device), "torch": torch.__version__,
                          "macs_convention": MACS_CONVENTION},
             "configurations": result}

@@ -192,6 +192,9 @@ CONFIGURATION_COLUMNS = (
     Column("latency b1 (ms)", median("latency_ms_b1"), spread("latency_ms_b1", 2), csv="latency_ms_b1"),
     Column("latency b32 (ms)", median("latency_ms_b32"), spread("latency_ms_b32", 1), csv="latency_ms_b32"),
     Column("train step ×", median("train_step_ratio"), csv="train_step_ratio", shown=(REPORT, TERMINAL)),
+    Column("compile speed-up ×", median("compile_speedup"), csv="compile_speedup", shown=(REPORT, TERMINAL),
+           only_if_any=True),
+    Column("compile (s)", item("compile_time_s"), digits=1, csv="compile_time_s", only_if_any=True),
     Column("epoch (s)", item("epoch_time_s"), digits=1, csv="epoch_time_s", shown=(REPORT, TERMINAL)),
     Column("", item("train_time_s"), csv="train_time_s", shown=()),
     Column("img/s", item("images_per_s"), digits=0, csv="images_per_s", shown=(TERMINAL,)),
@@ -460,7 +463,10 @@ def costs_note(costs: dict) -> str:
             f"the training-step time (batch {costs['batch_size']}, forward + backward + SGD step) to the "
             f"baseline's; train memory = saved activations + weights, gradients and momentum at batch "
             f"{costs['batch_size']}. MACs of one {'×'.join(map(str, costs['input']))} input: "
-            f"{MACS_CONVENTION}. Epoch (s): median wall time of a training epoch in the runs themselves.")
+            f"{MACS_CONVENTION}. Epoch (s): median wall time of a training epoch in the runs themselves."
+            + (" Compile speed-up × = median over rounds of the per-round ratio of the eager training step's "
+               "time to that of the same model through torch.compile; compile (s) = the compiled model's first "
+               "training step, which compiles, timed apart." if costs.get("compile") else ""))
 
 
 def localization_note(settings: dict, seeds: int, randomized: bool) -> str:
