@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 from attnvision.metrics import exact_set_hits
-from attnvision.run_folder import METRICS, PREDICTIONS
+from attnvision.run_folder import METRICS
 from attnvision.stats import mcnemar_exact, paired_t
+from attnvision.study.results import load_predictions
 
 
 def hits(run: Path) -> torch.Tensor:
     """bool (N,): the run's right answers on its test images (module docstring)."""
-    saved = torch.load(run / PREDICTIONS, map_location="cpu", weights_only=False)
-    logits, targets = saved["logits"], saved["targets"]
+    logits, targets = load_predictions(run)
     if targets.dim() == 1:
         return logits.argmax(1) == targets
     return exact_set_hits(logits.sigmoid() >= 0.5, targets)

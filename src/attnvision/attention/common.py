@@ -32,8 +32,9 @@ class Conv1x1(nn.Conv2d):
     """``nn.Conv2d(in_channels, out_channels, 1)`` (same parameters, state-dict keys, init and
     function) that runs as a matrix product on pooled (B, C, 1, 1) descriptors: y = W·z + b with W
     the (out, in) view of the kernel. On CPU, oneDNN's convolution of a 1×1 map costs about 75 µs
-    per call at batch 128 against 9 µs for ``F.linear`` (measured, 1 thread), and a channel gate's
-    MLP makes two such calls per block, forward and backward. Inputs with a larger map run the
+    per call at batch 128 against 9 µs for ``F.linear`` (1 thread, an ad-hoc timing loop that is
+    not kept; ``benchmarks/descriptor_conv_speed.py`` times whole training steps both ways), and a
+    channel gate's MLP makes two such calls per block, forward and backward. Inputs with a larger map run the
     convolution. Grouped convolutions are not offered (a block-diagonal W would be needed)."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
