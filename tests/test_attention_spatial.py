@@ -15,7 +15,7 @@ from attnvision.attention.coord import CoordinateAttention
 from attnvision.attention.gather_excite import GatherExcite
 from attnvision.attention.global_context import AttentionPool, GlobalContext, GlobalContextScale
 from attnvision.attention.lcbam import LightCBAM
-from attnvision.attention.pooling import PARAMETRIC_POOLS, ChannelPool
+from attnvision.attention.pooling import PARAMETRIC_POOLS, ChannelPool, tree_max, z_pool
 from attnvision.attention.simam import SimAM, SimAMFunction
 from attnvision.attention.triplet import TripletAttention
 
@@ -376,6 +376,37 @@ def test_coord_hidden_width_and_bad_arguments():
     with torch.no_grad():
         assert m(torch.randn(1, C, 1, 1)).shape == (1, C, 1, 1)
     finite_gradients(create_attn("coord", C), torch.randn(2, C, 1, 1))
+
+
+# ---------------------------------------------------------------- Z-pool ([max ; mean] over one axis)
+
+def z_pool_reference(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.stack([x.max(dim).values, x.mean(dim)], 1)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_z_pool_without_autograd_equals_max_and_mean(dim, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 5, 6, dtype=torch.float64)  # odd and even axis lengths
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(z_pool(x, dim), z_pool_reference(x, dim))
+    x.requires_grad_()
+    pooled = z_pool(x, dim)
+    assert torch.equal(pooled, z_pool_reference(x, dim)) and pooled.grad_fn is not None
+
+
+def test_tree_max_of_every_length_and_traced_z_pool():
+    torch.manual_seed(0)
+    for n in range(1, 10):
+        x = torch.randn(3, n, 4)
+        assert torch.equal(tree_max(x, 1), x.amax(1))
+    x = torch.randn(2, 5, 4, 3)
+    traced = torch.jit.trace(lambda t: z_pool(t, 1), (x,))
+    assert "aten::max" in str(traced.graph) and "PythonOp" not in str(traced.graph)
+    assert torch.equal(traced(x), z_pool_reference(x, 1))
 
 
 # ---------------------------------------------------------------- Triplet attention

@@ -135,7 +135,7 @@ def test_profile_times_the_compiled_model_apart(monkeypatch, capfd):
     table = CliRunner().invoke(app, ["profile", "--model", "resnet20", "--img-size", "28", "--in-chans", "1",
                                      "--num-classes", "10", "--repeats", "1", "--compile"])
     assert table.exit_code == 0, table.output
-    for row in ("compiled latency, batch 1", "compiled latency, batch 32", "compile time", "speed-up over eager"):
+    for row in ("compiled latency, batch 1", "compiled latency, batch 32", "compile time", "speed-up over PyTorch eager"):
         assert row in " ".join(table.output.split())
 
     monkeypatch.setattr(torch, "compile", FailingCompile("forward"))

@@ -217,3 +217,26 @@ def test_readme_inference_snippet_predicts_as_pytorch(run, fmnist_dir, tmp_path,
         expected = model.cpu()(x)
     torch.testing.assert_close(torch.from_numpy(namespace["logits"]), expected, rtol=1e-4, atol=1e-4)
     assert capsys.readouterr().out.strip() == bundle.class_names[int(expected.argmax())]
+
+
+def test_profile_times_the_exported_model_in_onnxruntime():
+    from attnvision.profile import profile_model
+
+    small = {"img_size": 28, "in_chans": 1, "num_classes": 10, "repeats": 1, "warmup": 0}
+    result = profile_model("resnet20", attn="cbam", batch_sizes=(1, 3), runtimes=["onnxruntime"], **small)
+    assert result["export_time_s"] > 0 and result["latency_ms_b3"] > 0
+    assert result["onnxruntime_latency_ms_b1"] > 0 and result["onnxruntime_latency_ms_b3"] > 0  # one dynamic graph
+    refused = profile_model("resnet20", attn="sasa", attn_stages=[1], batch_sizes=(2,), runtimes=["onnxruntime"],
+                            **small)
+    assert re.search(UNFOLD, refused["onnxruntime_error"]) and "onnxruntime_latency_ms_b2" not in refused
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; valid: onnxruntime"):
+        profile_model("resnet20", runtimes=["tensorrt"], **small)
+
+    table = CliRunner().invoke(app, ["profile", "--model", "resnet20", "--img-size", "28", "--in-chans", "1",
+                                     "--num-classes", "10", "--repeats", "1", "--runtime", "onnxruntime"])
+    assert table.exit_code == 0, table.output
+    for row in ("onnxruntime latency, batch 1", "onnxruntime latency, batch 32", "ONNX export time",
+                "speed-up over PyTorch eager"):
+        assert row in " ".join(table.output.split())
+    unknown = CliRunner().invoke(app, ["profile", "--model", "resnet20", "--runtime", "tensorrt"])
+    assert unknown.exit_code == 2 and "unknown runtime 'tensorrt'" in unknown.output

@@ -410,6 +410,8 @@ def profile(
     repeats: int = typer.Option(10, help="timed runs per batch size (median reported)"),
     compile: bool = typer.Option(False, "--compile", help="also time the model through torch.compile (Inductor): "
                                  "latency and speed-up per batch size, and the compile time apart"),
+    runtime: Optional[str] = typer.Option(None, help="also time the model exported for a runtime: onnxruntime "
+                                          "(ONNX with a dynamic batch, as `attnvision export` writes it; CPU)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Parameters, MACs (multiply-adds, the papers' "GFLOPs") and latency at batch 1 and 32."""
@@ -417,7 +419,8 @@ def profile(
 
     try:
         result = profile_model(model, attn=attn, head=head, img_size=img_size, in_chans=in_chans,
-                               num_classes=num_classes, repeats=repeats, compile=compile)
+                               num_classes=num_classes, repeats=repeats, compile=compile,
+                               runtimes=[runtime] if runtime else [])
     except (ValueError, FileNotFoundError, TypeError) as e:
         fail(str(e))
     if as_json:
@@ -434,13 +437,25 @@ def profile(
         if f"compiled_{key}" in result:
             compiled = result[f"compiled_{key}"]
             table.add_row(f"compiled latency, batch {batch}", f"{compiled:.2f} ms ({result[key] / compiled:.2f}×)")
+        if f"onnxruntime_{key}" in result:
+            exported = result[f"onnxruntime_{key}"]
+            table.add_row(f"onnxruntime latency, batch {batch}", f"{exported:.2f} ms ({result[key] / exported:.2f}×)")
     if "compile_time_s" in result:
         table.add_row("compile time", f"{result['compile_time_s']:.1f} s")
+    if "export_time_s" in result:
+        table.add_row("ONNX export time", f"{result['export_time_s']:.1f} s")
     console.print(table)
-    compiled_note = (", compiled: torch.compile, (×) = speed-up over eager, compile time = the first call at each "
-                     "batch size" if "compile_time_s" in result else "")
-    console.print(f"MACs: {result['macs_convention']}; latency: median of {repeats} runs{compiled_note}, "
-                  f"{result['threads']} threads, {result['device']}", highlight=False)
+    notes = [f"MACs: {result['macs_convention']}", f"latency: median of {repeats} runs, {result['threads']} threads, "
+             f"{result['device']}"]
+    if "compile_time_s" in result or "export_time_s" in result:
+        notes.append("(×) = speed-up over PyTorch eager")
+    if "compile_time_s" in result:
+        notes.append("compiled: torch.compile, compile time = the first call at each batch size")
+    if "export_time_s" in result:
+        notes.append("onnxruntime: CPU provider, as many threads as PyTorch, the model exported with a dynamic batch")
+    if "onnxruntime_error" in result:
+        notes.append(f"no onnxruntime latency: {result['onnxruntime_error']}")
+    console.print("; ".join(notes), highlight=False)
 
 
 def parse_list(option: str, text: str, kind=str) -> list:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -35,6 +35,7 @@ MACS_CONVENTION = (
     "and matrix products (bmm/einsum/SDPA); element-wise ops, pooling, normalisation, softmax "
     "and activations not counted (torch FlopCounterMode total / 2)"
 )
+RUNTIMES = ("onnxruntime",)  # where ``profile_model`` can also time the exported model
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -85,9 +86,10 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     return counter.get_total_flops() // 2
 
 
-def latency_samples(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats: int = 10) -> list[float]:
-    """Wall-clock milliseconds of ``repeats`` calls of ``model(x)`` under ``torch.inference_mode``
-    in eval mode.
+def latency_samples(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, warmup: int = 3,
+                    repeats: int = 10) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` calls of ``model(x)`` under ``torch.inference_mode``,
+    a module in eval mode (or any function of x, e.g. an exported model's runner).
 
     ``warmup`` untimed calls come first (allocator, kernel selection, lazy init). With ``x`` on
     CUDA every timed call is bracketed by ``torch.cuda.synchronize`` so the time covers the
@@ -101,7 +103,7 @@ def latency_samples(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats:
             torch.cuda.synchronize(x.device)
 
     times = []
-    with _eval_mode(model), torch.inference_mode():
+    with _eval_mode(model) if isinstance(model, nn.Module) else nullcontext(), torch.inference_mode():
         for _ in range(warmup):
             model(x)
         for _ in range(repeats):
@@ -113,7 +115,8 @@ def latency_samples(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats:
     return times
 
 
-def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
+def measure_latency(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, warmup: int = 3,
+                    repeats: int = 10) -> float:
     """Median of ``latency_samples``, in milliseconds."""
     return statistics.median(latency_samples(model, x, warmup, repeats))
 
@@ -210,6 +213,27 @@ def compiled_latency(model: nn.Module, name: str, inputs: dict[int, torch.Tensor
     return {"compile_time_s": compile_ms / 1000, **result} if compiled.active else {}
 
 
+def onnxruntime_latency(model: nn.Module, inputs: dict[int, torch.Tensor], warmup: int = 3,
+                        repeats: int = 10) -> dict:
+    """The latency of ``model`` exported to ONNX with a dynamic batch (``export.onnx_bytes``, the
+    exporter ``attnvision export`` uses) and run by onnxruntime's CPU provider with PyTorch's thread
+    count, on each batch size's input (CPU): {"export_time_s", "onnxruntime_latency_ms_b{b}" for
+    each b}, or {"onnxruntime_error": the exporter's message naming the operator and the fix}."""
+    from .export import TRACE_BATCH, ExportError, load_exported, onnx_bytes
+
+    example = next(iter(inputs.values()))[:1].expand(TRACE_BATCH, -1, -1, -1).contiguous()
+    start = time.perf_counter()
+    try:
+        with _eval_mode(model):
+            run = load_exported(onnx_bytes(model, example, dynamic_batch=True, metadata={}), "onnx")
+    except ExportError as e:
+        return {"onnxruntime_error": str(e)}
+    result = {"export_time_s": time.perf_counter() - start}
+    for b, x in inputs.items():
+        result[f"onnxruntime_latency_ms_b{b}"] = measure_latency(run, x, warmup=warmup, repeats=repeats)
+    return result
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -227,6 +251,7 @@ def profile_model(
     warmup: int = 3,
     device: str | torch.device = "cpu",
     compile: bool = False,
+    runtimes: Sequence[str] = (),
     **model_kw,
 ) -> dict:
     """Build ``create_model(name, num_classes, attn=attn, in_chans=in_chans, **model_kw)`` and
@@ -234,13 +259,20 @@ def profile_model(
 
     Returns {"model", "attn", "img_size", "in_chans", "num_classes", "params", "macs",
     "macs_convention", "latency_ms_b{b}" for each b in ``batch_sizes``, "threads", "device"}, with
-    ``compile`` also ``compiled_latency``'s keys. Latency (see ``measure_latency``) is timed on
-    random normal (B, in_chans, img_size, img_size) inputs with ``warmup`` untimed and ``repeats``
-    timed calls per batch size.
+    ``compile`` also ``compiled_latency``'s keys, with "onnxruntime" in ``runtimes`` also
+    ``onnxruntime_latency``'s (CPU only). Latency (see ``measure_latency``) is timed on random
+    normal (B, in_chans, img_size, img_size) inputs with ``warmup`` untimed and ``repeats`` timed
+    calls per batch size.
     """
     if img_size < 1 or any(b < 1 for b in batch_sizes):
         raise ValueError(f"img_size and batch_sizes must be positive, got {img_size} and {tuple(batch_sizes)}")
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ValueError(f"unknown runtime {', '.join(map(repr, unknown))}; valid: {', '.join(RUNTIMES)} "
+                         "(PyTorch eager is always timed; --compile adds torch.compile)")
     device = torch.device(device)
+    if "onnxruntime" in runtimes and device.type != "cpu":
+        raise ValueError(f"onnxruntime latency is measured with its CPU provider; profile on the CPU, not {device}")
     model = create_model(name, num_classes, attn=attn, in_chans=in_chans, **model_kw).to(device)
     result = {
         "model": name,
@@ -257,6 +289,8 @@ def profile_model(
         result[f"latency_ms_b{b}"] = measure_latency(model, x, warmup=warmup, repeats=repeats)
     if compile:
         result.update(compiled_latency(model, f"{name} + {attn or 'no attention'}", inputs, warmup, repeats))
+    if "onnxruntime" in runtimes:
+        result.update(onnxruntime_latency(model, inputs, warmup, repeats))
     result["threads"] = torch.get_num_threads()
     result["device"] = _device_name(device)
     return result

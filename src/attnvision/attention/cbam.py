@@ -37,7 +37,7 @@ from torch import nn
 
 from .common import Conv1x1, reduced_channels
 from .gate import Gate
-from .pooling import ChannelPool
+from .pooling import ChannelPool, z_pool
 
 
 class ChannelGate(nn.Module):
@@ -82,7 +82,7 @@ class SpatialGate(nn.Module):
             nn.init.zeros_(self.bn.weight)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.max(1, keepdim=True).values, x.mean(1, keepdim=True)], 1)  # [max, mean]
+        pooled = z_pool(x, 1)  # [max, mean] over channels: (B, 2, H, W)
         # oneDNN's backward of this 2→1-channel conv runs 3.5× faster on a channels-last input
         # (CPU, measured); for two channels the conversion itself is cheap.
         return self.bn(self.conv(pooled.contiguous(memory_format=torch.channels_last)))

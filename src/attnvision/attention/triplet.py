@@ -13,8 +13,8 @@ f^{7×7}: 2 → 1 channel, no bias, padding 3; each branch has its own conv and 
 The three branch outputs x ⊙ s are averaged in the paper; multiplying x once by the averaged gate
 is the same function.
 
-No rotation is materialised: each branch reduces x along its pooled axis directly (``amax`` /
-``mean`` over dim 2, 3 or 1), and only the small pooled maps are transposed to the orientation the
+No rotation is materialised: each branch reduces x along its pooled axis directly (``z_pool``
+over dim 2, 3 or 1, ``pooling.py``), and only the small pooled maps are transposed to the orientation the
 official code feeds its conv ((C, W) rows × columns for the first branch, (H, C) for the second),
 so the weights have the official layout. The gate is then broadcast back.
 
@@ -30,10 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def z_pool(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """[max ; mean] of x over ``dim``, stacked as 2 channels: (B, 2, ...) with ``dim`` removed."""
-    return torch.stack([x.max(dim).values, x.mean(dim)], 1)
+from .pooling import z_pool
 
 
 class ZPoolGate(nn.Module):
