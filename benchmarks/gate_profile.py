@@ -10,7 +10,10 @@ module's extra time is made of (its own operators and the autograd nodes of thei
 ``MulBackward0`` and ``aten::mul`` for gate application, ``MaxBackward`` / ``aten::max`` for
 channel max pooling). Self times exclude children, so the rows add up to the step's total.
 Profiling adds overhead to every op call: read the columns as shares of a step, and take step-time
-ratios from the interleaved ``module_overhead.py``, not from here.
+ratios from the interleaved ``module_overhead.py``, not from here. On the 2-core VM of issue 19 the
+profiler inflated freshly allocating element-wise operators about tenfold (a CBAM block's
+(128, 16, 28, 28) ``mul``, ``div`` and ``fill_``: 30-40 ms each profiled, 0.2-0.6 ms unprofiled), so
+their shares here are too large; ``cbam_parts.py`` times a module's parts without the profiler.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Training-step cost of every registered attention module, as ratios to the plain ResNet-20 in one run.
 
     .venv/bin/python benchmarks/module_overhead.py [--batch 64] [--steps 10] [--rounds 3] [--extra SPEC ...]
-        [--only NAME ...] [--compile]
+        [--only NAME ...] [--compile] [--memory-format channels_last|contiguous]
 
 Two measurements, each a forward + backward + SGD step on random Fashion-MNIST-shaped data:
 - block: one resnet20-small BasicBlock at each stage's shape (16×28×28, 32×14×14, 64×7×7) with the
@@ -12,6 +12,8 @@ Two measurements, each a forward + backward + SGD step on random Fashion-MNIST-s
   without a stride, AA-conv, cannot replace that stage's strided conv: "-").
 ``--extra`` adds module specs beyond the registered names, e.g. composed gates
 ("gate:channel=eca,spatial=simam"); ``--only`` measures the named modules instead of every one.
+Models, blocks and inputs are channels-last, as the study's runs (``TrainConfig.channels_last``)
+and its costs; ``--memory-format contiguous`` measures the NCHW layout instead.
 ``--compile`` also times each resnet20 through torch.compile (``compiled.Compiled``, Inductor): its
 first step, which compiles, apart; then, in the same rounds, the compiled step, its ratio to the
 compiled plain model's and its speed-up over the same model eager.
@@ -66,19 +68,22 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more module specs, e.g. composed gates")
     parser.add_argument("--only", nargs="*", help="measure these modules (and the plain network) only")
     parser.add_argument("--compile", action="store_true", help="also time each resnet20 through torch.compile")
+    parser.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last")
     args = parser.parse_args()
+    layout = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[args.memory_format]
     torch.manual_seed(0)
     names = [None, *(args.only if args.only is not None else list_attn()), *args.extra]
-    block_inputs = [torch.randn(args.batch, c, s, s) for c, s in STAGES]
-    blocks = {(n, i): BlockWith(c, n) for n in names for i, (c, _) in enumerate(STAGES)}
+    block_inputs = [torch.randn(args.batch, c, s, s).contiguous(memory_format=layout) for c, s in STAGES]
+    blocks = {(n, i): BlockWith(c, n).to(memory_format=layout) for n in names for i, (c, _) in enumerate(STAGES)}
     models = {}
     for n in names:
         try:
             models[n] = create_model("resnet20", 10, attn=n, in_chans=1,
-                                     attn_stages=[3] if n and attn_class(n).placement == "conv" else None)
+                                     attn_stages=[3] if n and attn_class(n).placement == "conv" else None
+                                     ).to(memory_format=layout)
         except ValueError as e:  # AA-conv has no stride: it cannot replace stage 3's strided conv
             print(f"no resnet20 with {n}: {e}")
-    image = torch.randn(args.batch, 1, 28, 28)
+    image = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=layout)
     block_times = {k: [] for k in blocks}
     model_times = {k: [] for k in models}
     for i, x in enumerate(block_inputs):  # process-level warm-up (thread pool, allocator) before any timing
@@ -101,8 +106,8 @@ def main() -> None:
     def median(times: list[float]) -> float:
         return statistics.median(times)
 
-    print(f"\nbatch {args.batch}, {args.steps} steps × {args.rounds} rounds, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}\n")
+    print(f"\nbatch {args.batch}, {args.memory_format}, {args.steps} steps × {args.rounds} rounds, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
     compiled_header = " compiled step (ms) | compiled ratio | compile speed-up | compile (s) |" if args.compile else ""
     print("| module | placement | block 16×28² | block 32×14² | block 64×7² | resnet20 step (ms) | resnet20 ratio |"
           + compiled_header)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from attnvision.checkpoint import load_checkpoint
 from attnvision.cli import app
+from attnvision.compiled import Compiled
 from attnvision.config import TrainConfig
 from attnvision.evaluate import evaluate_checkpoint
 from attnvision.profile import profile_model
@@ -166,3 +167,32 @@ def test_study_costs_add_the_compile_speedup_per_configuration(fmnist_dir, tmp_p
     assert not any("compile_speedup" in row for row in costs["configurations"].values())
     titles = [c.title for c in shown_columns(CONFIGURATION_COLUMNS, list(costs["configurations"].values()), TERMINAL)]
     assert "compile speed-up ×" not in titles
+
+
+def test_every_model_of_a_process_is_compiled_past_dynamos_per_code_limit(monkeypatch):
+    """Models built from the same classes share their forward's code object, whose Dynamo cache
+    holds 8 graphs: the ninth and later models must still compile (not run eagerly unnoticed)."""
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager", **kw))
+    torch._dynamo.reset()
+    counters.clear()
+    layers = [nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softsign, nn.Mish, nn.Hardswish,
+              nn.Hardtanh, nn.LogSigmoid, nn.Tanhshrink]
+
+    class Wrapper(nn.Module):  # one class and code object, a different inner module type per model
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) + 1
+
+    x = torch.randn(2, 3)
+    for layer in layers:
+        model = Wrapper(layer())
+        compiled = Compiled(model, layer.__name__)
+        torch.testing.assert_close(compiled(x), model(x))
+        assert compiled.active
+    assert counters["stats"]["unique_graphs"] == len(layers)  # one graph per model, none left to eager

@@ -8,6 +8,13 @@ step, not at the wrap. ``Compiled.step`` runs a step, forward or forward and bac
 compiled model; where that raises, it prints one line naming the model and the error and runs the
 step, and every later one, eagerly.
 
+Many models in one process (the study's costs, ``benchmarks/module_overhead.py --compile``): Dynamo
+caches graphs per Python code object, and every model built from the same classes shares their
+``forward`` code, whose cache holds ``torch._dynamo.config.recompile_limit`` graphs (8 in torch
+2.13); past that, Dynamo runs the frame eagerly with only a logged warning, so the ninth model
+would be timed eager as if compiled. Each ``Compiled`` model therefore raises that limit by
+``RECOMPILES_PER_MODEL``.
+
 Only calls go through the compiled wrapper: weights, checkpoints, hooks and explanations stay
 with the plain module, whose ``state_dict`` keys carry no ``_orig_mod.`` prefix.
 """
@@ -23,6 +30,7 @@ from torch import nn
 from .label_sequence import takes_targets
 
 T = TypeVar("T")
+RECOMPILES_PER_MODEL = 8  # graphs one model may need: input shapes × train/eval, with room to spare
 
 
 class Compiled(nn.Module):
@@ -38,6 +46,7 @@ class Compiled(nn.Module):
         self.model = model
         self.name = name
         self.compiled: nn.Module | None = None
+        torch._dynamo.config.recompile_limit += RECOMPILES_PER_MODEL  # module docstring: many models
         try:
             self.compiled = torch.compile(model, dynamic=False)
         except Exception as e:  # torch.compile refuses some platforms and Python versions at once
