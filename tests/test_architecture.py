@@ -13,7 +13,7 @@ PACKAGE = SRC / "attnvision"
 # bottom to top, as in docs/architecture.md; a module may import from strictly lower floors only
 FLOORS = (
     ("registry", "checkpoint", "run_folder", "metrics", "losses", "stats", "ema", "label_sequence"),
-    ("attention", "heads", "data", "compiled"),
+    ("attention", "heads", "data", "compiled", "exported"),
     ("backbones",),
     ("__init__", "profile"),
     ("config",),

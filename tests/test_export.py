@@ -26,7 +26,7 @@ from attnvision.checkpoint import load_checkpoint, save_checkpoint
 from attnvision.cli import app
 from attnvision.config import TrainConfig
 from attnvision.evaluate import load_run
-from attnvision.export import METADATA_FILE, ExportError, export_model, load_exported, verify
+from attnvision.exported import METADATA_FILE, ExportError, export_model, load_exported, verify
 from attnvision.train import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"

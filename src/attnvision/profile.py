@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .backbones import create_model
 from .compiled import Compiled
+from .exported import TRACE_BATCH, ExportError, load_exported, onnx_bytes
 from .label_sequence import takes_targets
 
 MACS_CONVENTION = (
@@ -215,12 +216,10 @@ def compiled_latency(model: nn.Module, name: str, inputs: dict[int, torch.Tensor
 
 def onnxruntime_latency(model: nn.Module, inputs: dict[int, torch.Tensor], warmup: int = 3,
                         repeats: int = 10) -> dict:
-    """The latency of ``model`` exported to ONNX with a dynamic batch (``export.onnx_bytes``, the
+    """The latency of ``model`` exported to ONNX with a dynamic batch (``exported.onnx_bytes``, the
     exporter ``attnvision export`` uses) and run by onnxruntime's CPU provider with PyTorch's thread
     count, on each batch size's input (CPU): {"export_time_s", "onnxruntime_latency_ms_b{b}" for
     each b}, or {"onnxruntime_error": the exporter's message naming the operator and the fix}."""
-    from .export import TRACE_BATCH, ExportError, load_exported, onnx_bytes
-
     example = next(iter(inputs.values()))[:1].expand(TRACE_BATCH, -1, -1, -1).contiguous()
     start = time.perf_counter()
     try:
