@@ -16,11 +16,12 @@ the CBAM code's ``max_pool2d``); ``amax`` would split it between ties.
 maps (triplet attention's Z-pool; over the channel axis, CBAM's spatial descriptor). Without
 autograd (evaluation, serving) its max is ``amax``, values only: over the channel axis of
 channels-last (B, 16|32|64, 28|14|7, ·) maps, one CPU thread, it ran 1.4-7.4× faster than
-``max(dim)`` at batch 32 and 128 and 1.0-1.6× at batch 1 (measured; ``max`` also computes indices,
+``max(dim)`` at batch 32 and 128 and 1.0-1.6× at batch 1 (an ad-hoc loop, not kept; at batch 128
+``benchmarks/cbam_parts.py`` repeats the comparison; ``max`` also computes indices,
 and PyTorch's reduction with indices is slow on the innermost axis). Training keeps ``max(dim)``:
 its indices make the cheapest backward (a scatter to one maximal element, as the CBAM and triplet
 code), where ``amax``'s backward finds the maxima again and splits the gradient between ties; a
-custom backward doing that in one pass (``x == max``, then ``where``) took 1.2-1.5× as long per
+custom backward doing that in one pass (``x == max``, then ``where``; ad-hoc timing, not kept) took 1.2-1.5× as long per
 forward + backward at 16×28², its broadcasts along the innermost axis running unvectorised.
 Traced (exported) and compiled graphs take ``max(dim)`` as well.
 """
