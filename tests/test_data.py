@@ -1,5 +1,5 @@
 """Dataset readers (Fashion-MNIST incl. download, CIFAR-10/100, image folders), split_train_val and
-TensorLoader, on tiny fixture files written in the official formats. No test touches the network."""
+BatchLoader, on tiny fixture files written in the official formats. No test touches the network."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from conftest import tiny_fashion_mnist, write_idx
 from PIL import Image
 
 import attnvision.data.fashion_mnist as fm
-from attnvision.data import DatasetBundle, Split, TensorLoader, list_datasets, load_dataset, split_train_val
+from attnvision.data import DatasetBundle, Split, BatchLoader, list_datasets, load_dataset, split_train_val
 from attnvision.data.cifar import CIFAR10, CIFAR100, CifarFormat
 from attnvision.data.download import fetch
-from attnvision.data.loader import random_crop, random_hflip
+from attnvision.data.augment import Augmentation, random_crop, random_hflip
 
 
 @pytest.fixture
@@ -442,7 +442,7 @@ def test_image_folder_bad_arguments(tmp_path, kw, message):
         load_dataset("image-folder", **{"data_dir": image_root(tmp_path), "val_size": 2, **kw})
 
 
-# ---------------------------------------------------------------- split_train_val and TensorLoader
+# ---------------------------------------------------------------- split_train_val and BatchLoader
 
 
 def numbered(n: int, shape=(1, 2, 2)) -> Split:
@@ -490,7 +490,8 @@ def test_random_hflip_flips_the_drawn_images():
 
 def test_loader_is_deterministic_per_epoch():
     data = Split(torch.randint(0, 256, (23, 3, 6, 5), dtype=torch.uint8), torch.arange(23))
-    make = lambda: TensorLoader(data, 5, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), train=True, crop_pad=2, hflip=True, seed=7)
+    make = lambda: BatchLoader(data, 5, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), train=True,
+                               augment=Augmentation(crop_pad=2, hflip=True), seed=7)
     a, b = make(), make()
     a.set_epoch(3)
     b.set_epoch(3)
@@ -507,7 +508,7 @@ def test_loader_ranks_are_disjoint_and_cover_the_epoch(train):
     data = numbered(11)
     seen = []
     for rank in range(2):
-        loader = TensorLoader(data, 4, (0.0,), (1.0,), train=train, seed=1, rank=rank, world_size=2)
+        loader = BatchLoader(data, 4, (0.0,), (1.0,), train=train, seed=1, rank=rank, world_size=2)
         loader.set_epoch(2)
         targets = torch.cat([t for _, t in loader]).tolist()
         assert len(targets) == (4 if train else 6 - rank)
@@ -519,8 +520,8 @@ def test_loader_ranks_are_disjoint_and_cover_the_epoch(train):
 def test_loader_eval_is_ordered_normalised_and_unaugmented():
     images = torch.randint(0, 256, (3, 2, 4, 5), dtype=torch.uint8)
     images[:, 0, 0, 0] = torch.tensor([0, 51, 255], dtype=torch.uint8)
-    loader = TensorLoader(Split(images, torch.arange(3)), 2, mean=(0.2, 0.5), std=(0.5, 0.25), train=False,
-                          crop_pad=4, hflip=True)  # augmentation settings only apply when training
+    loader = BatchLoader(Split(images, torch.arange(3)), 2, mean=(0.2, 0.5), std=(0.5, 0.25), train=False,
+                          augment=Augmentation(crop_pad=4, hflip=True))  # augmentation only applies when training
     out = list(loader)
     x, t = torch.cat([b[0] for b in out]), torch.cat([b[1] for b in out])
     assert [len(b[1]) for b in out] == [2, 1] and t.tolist() == [0, 1, 2] and x.dtype == torch.float32

@@ -19,7 +19,7 @@ from attnvision.attention.aa_conv import AttentionAugmentedConv
 from attnvision.attention.sasa import SelfAttention2d
 from attnvision.backbones.vit import VisionTransformer
 from attnvision.cli import app
-from attnvision.data import Split, TensorLoader, load_dataset
+from attnvision.data import Split, BatchLoader, load_dataset
 from attnvision.explain import (attention_maps, baseline_maps, class_maps, deletion_insertion,
                                 localization_scores)
 from attnvision.explain.run import ExplainSettings, by_classes, map_and_score
@@ -169,7 +169,7 @@ def test_reference_maps_do_not_depend_on_the_batch_size():
     names = ["random", "centre", "edge", "box"]
     scores = []
     for batch_size in (2, 5):
-        loader = TensorLoader(split, batch_size, mean=(0.5,), std=(0.25,), train=False)
+        loader = BatchLoader(split, batch_size, mean=(0.5,), std=(0.25,), train=False)
         per_pair, maps, _ = map_and_score(None, loader, pairs, torch.ones(7, dtype=torch.bool), names, boxes, 1.0,
                                           None, torch.zeros(1), seed=3)
         scores.append((per_pair, maps))

@@ -4,6 +4,9 @@ decoder they share, on tiny fixtures written in the official file formats."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -473,3 +476,45 @@ def test_scenes_arguments_checked(fmnist_dir, cache) -> None:
 
 def test_registered() -> None:
     assert {"voc2007", "coco2014", "image-list", "fashion-mnist-scenes"} <= set(list_datasets())
+
+
+# ---------------------------------------------------------------- the paper-table recipes, dry-run
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def imagenet_like_weights(tmp_path_factory) -> Path:
+    """A torchvision-format resnet101 file (random weights, ImageNet's 1000-class fc): what WEIGHTS names."""
+    from attnvision import create_model
+
+    state = {k.removeprefix("head."): v for k, v in create_model("resnet101", 1000).state_dict().items()}
+    path = tmp_path_factory.mktemp("weights") / "resnet101.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, write, runs", [
+    ("csra_voc07", write_voc, {"csra": 94.7, "baseline": 92.9}),
+    ("csra_coco", write_coco, {"csra": 83.5, "baseline": 79.4}),
+    ("q2l_coco", write_coco, {"q2l": 84.9}),
+])
+def test_paper_recipe_runs_end_to_end_on_fixtures(tmp_path, imagenet_like_weights, recipe, write, runs):
+    """Each benchmarks/<recipe>.sh, with DRY_RUN=1 (2 steps on the CPU), on fixtures in the official
+    layout: it streams, loads the backbone from WEIGHTS, trains, and prints the paper's number beside ours."""
+    write(tmp_path / "data")
+    env = {**os.environ, "DRY_RUN": "1", "DATA_DIR": str(tmp_path / "data"), "WEIGHTS": str(imagenet_like_weights),
+           "OUT": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / f"{recipe}.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "streaming 2 training images" in done.stdout and "loaded 624 tensors" in done.stdout
+    assert "Warning" not in done.stderr
+    for run, paper in runs.items():
+        metrics = json.loads((tmp_path / "runs" / run / "metrics.json").read_text())
+        assert metrics["model"] == "resnet101" and metrics["epochs"] == 1
+        assert re.search(rf"{tmp_path / 'runs' / run}: test mAP [\d.]+ .*: {paper}$", done.stdout, re.MULTILINE)
+    for checkpoint in (tmp_path / "runs").rglob("*.pt"):
+        checkpoint.unlink()  # 0.2-0.4 GB each

@@ -17,7 +17,7 @@ import attnvision.train as train_mod
 from attnvision.checkpoint import load_checkpoint
 from attnvision.cli import app
 from attnvision.config import TrainConfig, read_config, recipe_names
-from attnvision.data.loader import random_erase
+from attnvision.data.augment import random_erase
 from attnvision.data.mixing import Mixing, mix_batch
 from attnvision.ema import WeightEMA
 from attnvision.evaluate import evaluate_checkpoint, load_bundle, predict

@@ -21,7 +21,7 @@ from attnvision.checkpoint import load_checkpoint
 from attnvision.cli import app
 from attnvision.config import TrainConfig
 from attnvision.evaluate import load_run
-from attnvision.data import Split, TensorLoader
+from attnvision.data import Split, BatchLoader
 from attnvision.explain.cam import pair_maps
 from attnvision.explain.run import ExplainSettings
 from attnvision.explain.sanity import (FAIL_SPEARMAN, cascade, cascade_steps, method_maps, reestimate_batchnorm,
@@ -198,7 +198,7 @@ def test_method_maps_follow_the_pairs_across_batches():
     torch.manual_seed(0)
     model = create_model("resnet20", 3, in_chans=1, layers=(1, 1, 1)).eval()
     split = Split(torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8), torch.zeros(5, dtype=torch.long))
-    loader = TensorLoader(split, 2, mean=(0.5,), std=(0.25,), train=False, device=torch.device("cpu"))
+    loader = BatchLoader(split, 2, mean=(0.5,), std=(0.25,), train=False, device=torch.device("cpu"))
     pairs = torch.tensor([[4, 1], [0, 2], [3, 0], [0, 1]])  # not in image order, image 1 and 2 without pairs
     maps = method_maps(model, loader, pairs, ("gradcam",))["gradcam"]
     x = torch.cat([x for x, _ in loader])

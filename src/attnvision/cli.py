@@ -103,9 +103,10 @@ def config_parameters(lists: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
             annotation, option = Optional[str], typer.Option(None, flag, help=help_text)
         elif hint == list[int]:
             annotation, option = Optional[str], typer.Option(None, flag, help=f"{help_text}; comma-separated")
-        elif hint is bool:
-            annotation = bool
-            option = typer.Option(f.default, f"{flag}/--no-{f.name.replace('_', '-')}", help=help_text)
+        elif hint is bool or hint == bool | None:  # a flag pair; with a None default, neither flag means "decide"
+            annotation = hint if hint is bool else Optional[bool]
+            option = typer.Option(f.default, f"{flag}/--no-{f.name.replace('_', '-')}", help=help_text,
+                                  show_default=f.default is not None)
         else:  # int | None → Optional[int], which typer understands
             annotation = hint if f.default is not None else Optional[next(t for t in typing.get_args(hint)
                                                                           if t is not type(None))]
@@ -266,6 +267,48 @@ def export_cmd(
                   f"PyTorch| = {result['max_abs_diff']:.2e} (tolerance {result['tolerance']:.1e}, largest logit "
                   f"{result['max_abs_logit']:.3g}), same top class on {result['top1_agreement']}/{result['images']}",
                   highlight=False)
+
+
+def field_help(name: str) -> str:
+    """The help of a TrainConfig field: what a command that takes the same option says about it."""
+    from .config import TrainConfig
+
+    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
+
+
+@app.command("shard")
+def shard_cmd(
+    data: str = typer.Option(..., help=field_help("data")),
+    out: str = typer.Option(..., help="the folder to write the shards and their manifest into (not one holding shards)"),
+    data_dir: Optional[str] = typer.Option(None, help=field_help("data_dir")),
+    data_kw: Optional[str] = typer.Option(None, help=field_help("data_kw")),
+    val_size: Optional[int] = typer.Option(None, help=field_help("val_size")),
+    split_seed: int = typer.Option(0, help=field_help("split_seed")),
+    shard_size: int = typer.Option(1000, help="samples per shard: at least ranks × workers shards per split keep "
+                                   "every rank and worker busy"),
+) -> None:
+    """Write a dataset's train, val and test splits as WebDataset tar shards, once, for `train --data
+    DATA --data-dir OUT` to stream: image files keep their bytes (PNG for data held in memory)."""
+    import time
+
+    from .data import load_dataset, streamable
+    from .data.shards import write_shards
+
+    options = parse_json_dict("--data-kw", data_kw)
+    t0 = time.perf_counter()
+    try:
+        bundle = load_dataset(data, data_dir, val_size=val_size, seed=split_seed,
+                              stream=True if streamable(data) else None, **options)
+        manifest = write_shards(bundle, out, shard_size,
+                                {**options, "val_size": len(bundle.val), "split_seed": split_seed})
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    except OSError as e:  # writing --out: a full disk, no write permission
+        fail(f"cannot write {out}: {e.strerror or e}", code=1)
+    written = ", ".join(f"{name} {sum(s['counts'])} samples in {len(s['shards'])} shards"
+                        for name, s in manifest["splits"].items())
+    console.print(f"wrote {out}: {written} ({time.perf_counter() - t0:.1f} s); train with --data {data} "
+                  f"--data-dir {out}", highlight=False)
 
 
 @app.command("boost")

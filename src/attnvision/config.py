@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .data.augment import RECIPES as AUGMENT_RECIPES
+
 @dataclass(frozen=True)
 class Range:
     """The valid values of a numeric option: ``low`` ≤ value ≤ ``high`` (> ``low`` with
@@ -66,6 +68,11 @@ class TrainConfig:
     data: str = option("fashion-mnist", help="dataset name (see `attnvision list`)")
     data_dir: str | None = option(None, help="folder with the dataset files (default: $ATTNVISION_DATA, system paths)")
     data_kw: dict = option(factory=dict, help='dataset options as JSON, e.g. \'{"canvas_size": 64}\'')
+    stream: bool | None = option(None, help="decode the images in --workers processes as batches are drawn instead of "
+                                 "holding the decoded dataset in memory (default: stream when the decoded images would "
+                                 "take more than half the available memory); datasets of image files only (coco2014, "
+                                 "voc2007, image-list, image-folder). The same samples either way")
+    workers: int = option(2, Range(int, 0), "processes that decode a streamed dataset's images (0: the training process)")
     task: str | None = option(None, (None, "single", "multilabel"), "the data's task, checked against the dataset")
     val_size: int | None = option(None, POSITIVE_INT, "validation images carved from the training set "
                                   "(default: the dataset's, 5000 for Fashion-MNIST)")
@@ -79,6 +86,9 @@ class TrainConfig:
     attn: str | None = option(None, help="attention module inside the backbone (none if omitted); options "
                               "after a colon, e.g. 'gate:channel=eca,spatial=cbam,order=parallel'")
     head: str | None = option(None, help="classification head (default: the model's own, e.g. gap)")
+    weights: str | None = option(None, help="torchvision-format weight file (e.g. ImageNet-pretrained resnet101) "
+                                 "loaded into the backbone before the first epoch; its classifier (fc.*) is left out "
+                                 "and the head starts from its own initialisation")
     model_kw: dict = option(factory=dict, help='more model options as JSON, e.g. \'{"layers": [2, 2, 2], "shortcut": "A"}\'')
     epochs: int = option(15, POSITIVE_INT, "training epochs")
     batch_size: int = option(128, POSITIVE_INT, "images per step (per process)")
@@ -106,6 +116,9 @@ class TrainConfig:
     ema_decay: float | None = option(None, Range(float, 0, 1, above=True),
                                      "keep an exponential moving average of the weights with this decay per step "
                                      "(e.g. 0.999) and evaluate, select and test it instead of the raw weights")
+    augment: str = option("basic", AUGMENT_RECIPES, "training augmentation recipe, batched on the device (basic: the "
+                          "options below only; csra: random resized crop, area 70-100%, CSRA's; q2l: Cutout 1/2 and "
+                          "RandAugment N=2 M=9, ASL's and Query2Label's); crop-pad, hflip and erase-prob apply after it")
     crop_pad: int = option(2, Range(int, 0), "random-crop padding in pixels (0: no crop)")
     hflip: bool = option(True, help="random horizontal flips")
     erase_prob: float = option(0.0, Range(float, 0, 1), "Random Erasing (Zhong et al. 2020): probability that an "

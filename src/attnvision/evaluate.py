@@ -9,6 +9,7 @@ only reads runs (explanations, reports) stands on this module and never on the t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from .backbones.weights import state_dict_differences
 from .checkpoint import load_checkpoint
 from .compiled import Compiled
 from .config import TrainConfig
-from .data import DatasetBundle, Split, TensorLoader, load_dataset
+from .data import BatchLoader, DatasetBundle, ShardSplit, load_dataset
 from .losses import AsymmetricLoss, BCEWithLogits
 from .metrics import accuracy, multilabel_metrics
 
@@ -29,12 +30,15 @@ SPLITS = ("train", "val", "test")
 def load_bundle(cfg: TrainConfig) -> DatasetBundle:
     """The run's data: its dataset, validation split and training subset."""
     bundle = load_dataset(cfg.data, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=cfg.split_seed,
-                          **cfg.data_kw)
+                          stream=cfg.stream, **cfg.data_kw)
     if cfg.train_subset is not None:
         bundle.train = bundle.train.subset(torch.arange(min(cfg.train_subset, len(bundle.train))))
     if cfg.permute_labels:
+        if isinstance(bundle.train, ShardSplit):
+            raise ValueError("--permute-labels reorders the training labels, which shards hold inside their tar files: "
+                             "pass --data-dir with the dataset's own files")
         order = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(cfg.split_seed))
-        bundle.train = Split(bundle.train.images, bundle.train.targets[order])
+        bundle.train = replace(bundle.train, targets=bundle.train.targets[order])
     return bundle
 
 
@@ -82,7 +86,7 @@ def gather(fabric, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(fabric, model: nn.Module, loader: TensorLoader, hflip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(fabric, model: nn.Module, loader: BatchLoader, hflip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits float32 (N, K) and targets of a whole split, in split order (sharded over ranks,
     gathered). ``hflip``: the mean of the logits of each image and its mirror image (test-time
     augmentation; ``TrainConfig.tta_hflip``).
@@ -101,19 +105,19 @@ def predict(fabric, model: nn.Module, loader: TensorLoader, hflip: bool = False)
     return gather(fabric, torch.cat(logits)), gather(fabric, torch.cat(targets))
 
 
-def evaluate(fabric, model: nn.Module, loader: TensorLoader, loss_fn: nn.Module, task: str,
+def evaluate(fabric, model: nn.Module, loader: BatchLoader, loss_fn: nn.Module, task: str,
              hflip: bool = False) -> dict:
     """Loss and ``task_metrics`` over a whole split (see ``predict``)."""
     return split_scores(*predict(fabric, model, loader, hflip), loss_fn, task)
 
 
-def split_loader(cfg: TrainConfig, bundle: DatasetBundle, split: str, fabric) -> TensorLoader:
+def split_loader(cfg: TrainConfig, bundle: DatasetBundle, split: str, fabric) -> BatchLoader:
     """An in-order, unaugmented loader over this rank's share of one split."""
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
-    return TensorLoader(getattr(bundle, split), cfg.batch_size * 2, mean=bundle.mean, std=bundle.std, train=False,
-                        rank=fabric.global_rank, world_size=fabric.world_size, device=fabric.device,
-                        channels_last=cfg.channels_last)
+    return BatchLoader(getattr(bundle, split), cfg.batch_size * 2, mean=bundle.mean, std=bundle.std, train=False,
+                       rank=fabric.global_rank, world_size=fabric.world_size, device=fabric.device,
+                       channels_last=cfg.channels_last, workers=cfg.workers)
 
 
 def load_model_state(model: nn.Module, state_dict: dict, path: str | Path) -> None:

@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import atomic_write_bytes
 from .config import TrainConfig
-from .data import DatasetBundle, TensorLoader
+from .data import DatasetBundle, BatchLoader
 from .evaluate import load_run
 from .exported import check_format, export_model, load_exported, verify
 
@@ -60,7 +60,7 @@ def verification_images(bundle: DatasetBundle, count: int = VERIFY_IMAGES) -> to
     if len(bundle.test) == 0:
         raise ValueError(f"dataset {bundle.name} has no test images to verify the export on")
     split = bundle.test.subset(torch.arange(min(count, len(bundle.test))))
-    return next(iter(TensorLoader(split, len(split), bundle.mean, bundle.std, train=False)))[0]
+    return next(iter(BatchLoader(split, len(split), bundle.mean, bundle.std, train=False)))[0]
 
 
 def export_metadata(cfg: TrainConfig, bundle: DatasetBundle, dynamic_batch: bool) -> dict:

@@ -3,7 +3,8 @@
 Fabric supplies devices, precision (e.g. ``bf16-mixed`` on GPU) and DDP (multi-GPU, multi-node,
 or several CPU processes over gloo); everything else is a plain PyTorch loop:
 
-    data (in memory) → TensorLoader (batched augmentation) → model → loss → Fabric backward → step
+    data (in memory, or files decoded by worker processes) → BatchLoader (batched augmentation)
+        → model → loss → Fabric backward → step
 
 ``train`` claims the run folder (``run_folder``: its file names and lock), then runs the phases
 
@@ -38,7 +39,8 @@ from tqdm import tqdm
 from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, save_checkpoint
 from .compiled import Compiled
 from .config import TrainConfig
-from .data import DatasetBundle, TensorLoader
+from .backbones import load_weights
+from .data import Augmentation, BatchLoader, DatasetBundle
 from .data.mixing import Mixing, mix_batch
 from .ema import WeightEMA
 from .evaluate import (build_loss, build_model, evaluate, evaluated_weights, full_fp32_on_cuda, load_bundle,
@@ -246,8 +248,8 @@ class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    train_loader: TensorLoader
-    val_loader: TensorLoader
+    train_loader: BatchLoader
+    val_loader: BatchLoader
     macs: int
     mixing: Mixing
     ema: WeightEMA | None  # the moving average of the weights, when ``ema_decay`` is set
@@ -315,10 +317,13 @@ def set_up(fabric, cfg: TrainConfig, out: Path) -> Run:
     macs = count_macs(model, (bundle.in_chans, *bundle.img_size))
     model = model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     optimizer = build_optimizer(model, cfg)
-    train_loader = TensorLoader(bundle.train, cfg.batch_size, mean=bundle.mean, std=bundle.std, train=True,
-                                crop_pad=cfg.crop_pad, hflip=cfg.hflip, erase_prob=cfg.erase_prob, seed=cfg.seed,
-                                rank=fabric.global_rank, world_size=fabric.world_size, device=fabric.device,
-                                channels_last=cfg.channels_last)
+    augment = Augmentation(cfg.augment, cfg.crop_pad, cfg.hflip, cfg.erase_prob, bundle.img_size)
+    train_loader = BatchLoader(bundle.train, cfg.batch_size, mean=bundle.mean, std=bundle.std, train=True,
+                               augment=augment, seed=cfg.seed, rank=fabric.global_rank, world_size=fabric.world_size,
+                               device=fabric.device, channels_last=cfg.channels_last, workers=cfg.workers)
+    if bundle.streamed and fabric.global_rank == 0:
+        print(f"streaming {len(bundle.train)} training images of '{cfg.data}' ({cfg.workers} decoding processes)",
+              flush=True)
     if len(train_loader) == 0:
         raise ValueError(f"{len(bundle.train)} training images are fewer than one batch per process "
                          f"({cfg.batch_size} × {fabric.world_size}): lower --batch-size")
@@ -327,6 +332,19 @@ def set_up(fabric, cfg: TrainConfig, out: Path) -> Run:
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     return Run(cfg, fabric, out, bundle, selection_metric(bundle.task), loss_fn, model, optimizer, scheduler,
                train_loader, split_loader(cfg, bundle, "val", fabric), macs, mixing, ema)
+
+
+def load_pretrained(run: Run) -> None:
+    """A new run's backbone from ``cfg.weights`` (the file's classifier left out); every backbone
+    tensor must come from the file, or the run would start half pretrained."""
+    report = load_weights(run.model, run.cfg.weights, classifier=False)
+    missing = report["missing"]
+    if missing:
+        raise ValueError(f"--weights {run.cfg.weights} lacks {len(missing)} backbone tensors of model '{run.cfg.model}' "
+                         f"(e.g. {', '.join(missing[:3])}): pass the weight file of this architecture")
+    if run.fabric.global_rank == 0:
+        print(f"loaded {report['loaded']} tensors from {run.cfg.weights}; the head starts from its initialisation",
+              flush=True)
 
 
 def checkpoint_state(run: Run, progress: Progress) -> dict:
@@ -544,6 +562,8 @@ def finish(run: Run, progress: Progress, test: dict, test_final: dict | None, wa
 def _train(fabric, cfg: TrainConfig, state: dict | None, out: Path, show_progress: bool) -> dict:
     """The body of ``train``, run with the run folder claimed: the phases in order."""
     run = set_up(fabric, cfg, out)
+    if state is None and cfg.weights is not None:
+        load_pretrained(run)
     progress = Progress.start(run.metric) if state is None else restore(run, state)
     run.setup_fabric()
     if fabric.global_rank == 0:

@@ -67,8 +67,10 @@ def _to_attnvision_name(key: str) -> str:
     return "head." + key if key.startswith("fc.") else key
 
 
-def load_weights(model: nn.Module, path: str | Path, strict_shapes: bool = True) -> dict:
+def load_weights(model: nn.Module, path: str | Path, strict_shapes: bool = True, classifier: bool = True) -> dict:
     """Copy the tensors of a torchvision-format file at ``path`` into ``model`` (in place).
+    ``classifier=False`` leaves the file's classifier (``fc.*``) out: a backbone pretrained on other
+    classes (ImageNet's 1000) under a new head.
 
     Returns {"loaded": number of tensors copied, "missing_attention": attention keys of the model
     absent from the file (expected), "missing": other model keys absent from the file,
@@ -81,7 +83,7 @@ def load_weights(model: nn.Module, path: str | Path, strict_shapes: bool = True)
     fine-tune ImageNet weights with a new classifier).
     """
     path = Path(path)
-    state = {_to_attnvision_name(k): v for k, v in _read_state_dict(path).items()}
+    state = {_to_attnvision_name(k): v for k, v in _read_state_dict(path).items() if classifier or not k.startswith("fc.")}
     own = model.state_dict()
     mismatched = sorted(k for k in state.keys() & own.keys() if state[k].shape != own[k].shape)
     if mismatched and strict_shapes:
@@ -96,7 +98,8 @@ def load_weights(model: nn.Module, path: str | Path, strict_shapes: bool = True)
         del state[k]
     loaded = len(state.keys() & own.keys())
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in mismatched]
+    # without the file's classifier, the model's head keeps its own initialisation: not missing
+    missing = [k for k in result.missing_keys if k not in mismatched and (classifier or not k.startswith("head."))]
     report = {
         "loaded": loaded,
         "missing_attention": [k for k in missing if _is_attention_key(k)],

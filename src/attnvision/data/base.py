@@ -1,10 +1,18 @@
-"""In-memory dataset containers shared by every dataset reader."""
+"""Dataset containers shared by every dataset reader: a split held in memory (``Split``) or as
+image files decoded as batches are drawn (``FileSplit``, the streaming path)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .shards import ShardSplit
+
+MODES = {"RGB": 3, "L": 1}  # Pillow modes images are converted to → channels
 
 
 @dataclass
@@ -31,6 +39,58 @@ class Split:
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(self.images[index], self.targets[index])
 
+    @property
+    def in_chans(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[2:])
+
+
+@dataclass
+class FileSplit:
+    """One split as image files, decoded (``images.decode_image``) only when a batch is drawn, by
+    ``loader.BatchLoader``'s worker processes: what memory holds grows with the number of files
+    by a path and a target each, not by an image each.
+
+    files:   image paths, one per sample
+    targets: as in ``Split``
+    size:    (H, W) every image is squished to when decoded
+    mode:    "RGB" or "L"
+    """
+
+    files: list[Path]
+    targets: torch.Tensor
+    size: tuple[int, int]
+    mode: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if len(self.files) != len(self.targets):
+            raise ValueError(f"{len(self.files)} image files but {len(self.targets)} targets")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, index: torch.Tensor) -> "FileSplit":
+        return FileSplit([self.files[i] for i in index.tolist()], self.targets[index], self.size, self.mode)
+
+    @property
+    def in_chans(self) -> int:
+        return MODES[self.mode]
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        return tuple(self.size)
+
+    def load(self) -> Split:
+        """The split decoded into memory (for the few images an explanation or export needs)."""
+        from .images import load_images
+
+        return Split(load_images(self.files, self.size, self.mode), self.targets)
+
 
 @dataclass
 class DatasetBundle:
@@ -41,9 +101,9 @@ class DatasetBundle:
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Split | FileSplit | ShardSplit
+    val: Split | FileSplit | ShardSplit
+    test: Split | FileSplit | ShardSplit
     class_names: list[str]
     mean: tuple[float, ...]  # per-channel, on the [0, 1] scale
     std: tuple[float, ...]
@@ -56,14 +116,19 @@ class DatasetBundle:
 
     @property
     def in_chans(self) -> int:
-        return self.train.images.shape[1]
+        return self.train.in_chans
 
     @property
     def img_size(self) -> tuple[int, int]:
-        return tuple(self.train.images.shape[2:])
+        return self.train.img_size
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are decoded as batches are drawn (``FileSplit``, ``shards.ShardSplit``)."""
+        return not isinstance(self.train, Split)
 
 
-def split_train_val(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
+def split_train_val(train: Split | FileSplit, val_size: int, seed: int) -> tuple[Split | FileSplit, Split | FileSplit]:
     """Carve a fixed, seeded validation split of ``val_size`` samples out of ``train``."""
     if not 0 < val_size < len(train):
         raise ValueError(f"val_size must be in (0, {len(train)}) for {len(train)} training samples, got "

@@ -22,7 +22,8 @@ sorts by name, a different order). Images without any instance are dropped unles
 Splits: train / val carved (seeded) from train2014, test = val2014 (what every paper reports
 on; it is only evaluated, never used for selection). Images are squished to ``img_size``²
 (``images.load_images``) and normalised with ImageNet statistics. Memory: 3·img_size² bytes an
-image, 12 GB for train2014 at 224.
+image, 12 GB for train2014 at 224 and 49 GB at the papers' 448: ``stream`` (``images.image_split``)
+keeps the files instead, decoded by the loader's workers as batches are drawn.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from .base import DatasetBundle, Split, split_train_val
+from .base import DatasetBundle, FileSplit, Split, split_train_val
 from .download import cache_root, inside, search_dirs
-from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
+from .images import IMAGENET_MEAN, IMAGENET_STD, image_split, resolve_stream
 
 HOW_TO_GET = (
     "Download train2014.zip, val2014.zip and annotations_trainval2014.zip from https://cocodataset.org/"
@@ -80,9 +81,10 @@ def read_instances(path: Path) -> Instances:
     return categories, images, instances
 
 
-def read_coco_split(root: Path, part: str, img_size: int, keep_empty: bool, parsed: Instances) -> Split:
-    """Images uint8 (N, 3, img_size, img_size) and targets float32 (N, 80) of train2014 or
-    val2014, from ``parsed`` = ``read_instances`` of its annotation file."""
+def read_coco_split(root: Path, part: str, img_size: int, keep_empty: bool, parsed: Instances,
+                    stream: bool = False) -> Split | FileSplit:
+    """Images uint8 (N, 3, img_size, img_size) (or their files, with ``stream``) and targets
+    float32 (N, 80) of train2014 or val2014, from ``parsed`` = ``read_instances`` of its annotation file."""
     path = annotation_file(root, part)
     categories, images, instances = parsed
     images = sorted(images)
@@ -101,21 +103,23 @@ def read_coco_split(root: Path, part: str, img_size: int, keep_empty: bool, pars
     if len(keep) == 0:
         raise ValueError(f"{path} has no annotated images; replace it with the official file")
     files = [inside(root / part, name, str(path)) for _, name in images]  # every name checked, kept or not
-    return Split(load_images([files[i] for i in keep.tolist()], img_size), targets[keep])
+    return image_split([files[i] for i in keep.tolist()], targets[keep], img_size, stream=stream)
 
 
 def load_coco2014(data_dir: str | Path | None = None, val_size: int = 5000, seed: int = 0, img_size: int = 224,
-                  keep_empty: bool = False) -> DatasetBundle:
+                  keep_empty: bool = False, stream: bool | None = None) -> DatasetBundle:
     """Train (82081 − ``val_size``) / val (``val_size``, seeded, from train2014) / test (val2014,
-    40137); uint8 (N, 3, img_size, img_size), float32 targets (N, 80) in {0, 1}."""
+    40137); uint8 (N, 3, img_size, img_size), float32 targets (N, 80) in {0, 1}. ``stream``:
+    keep the image files (None: when the decoded images would not fit, ``images.resolve_stream``)."""
     root = find_coco2014(data_dir)
     parsed = {part: read_instances(annotation_file(root, part)) for part in ("train2014", "val2014")}
     categories = parsed["train2014"][0]
     if parsed["val2014"][0] != categories:
         raise ValueError(f"{annotation_file(root, 'train2014')} and {annotation_file(root, 'val2014')} define "
                          "different categories; use the official files of one release")
-    train, val = split_train_val(read_coco_split(root, "train2014", img_size, keep_empty, parsed["train2014"]),
+    stream = resolve_stream(stream, sum(len(images) for _, images, _ in parsed.values()), img_size)
+    train, val = split_train_val(read_coco_split(root, "train2014", img_size, keep_empty, parsed["train2014"], stream),
                                  val_size, seed)
-    test = read_coco_split(root, "val2014", img_size, keep_empty, parsed["val2014"])
+    test = read_coco_split(root, "val2014", img_size, keep_empty, parsed["val2014"], stream)
     return DatasetBundle("coco2014", train, val, test, [name for _, name in categories],
                          IMAGENET_MEAN, IMAGENET_STD, task="multilabel")

@@ -28,9 +28,9 @@ from typing import Sequence
 
 import torch
 
-from .base import DatasetBundle, Split, split_train_val
+from .base import DatasetBundle, split_train_val
 from .download import search_dirs
-from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
+from .images import IMAGENET_MEAN, IMAGENET_STD, image_split, resolve_stream
 
 Entry = tuple[Path, list[str], str]  # image path, label names, where it was read (for errors)
 
@@ -108,9 +108,11 @@ def multi_hot(entries: list[Entry], index: dict[str, int]) -> torch.Tensor:
 
 def load_image_list(data_dir: str | Path | None = None, val_size: int | None = None, seed: int = 0,
                     train_file: str | Path | None = None, test_file: str | Path | None = None,
-                    img_size: int = 224, class_names: Sequence[str] | None = None) -> DatasetBundle:
+                    img_size: int = 224, class_names: Sequence[str] | None = None,
+                    stream: bool | None = None) -> DatasetBundle:
     """Train (rest) / val (``val_size``, default len(train) // 10, seeded) / test (the test list);
-    uint8 (N, 3, img_size, img_size), float32 targets (N, C) in {0, 1}."""
+    uint8 (N, 3, img_size, img_size), float32 targets (N, C) in {0, 1}. ``stream``: keep the
+    image files (None: when the decoded images would not fit, ``images.resolve_stream``)."""
     train_entries = read_image_list(train_file or find_list(data_dir, "train"))
     test_entries = read_image_list(test_file or find_list(data_dir, "test"))
     if class_names is None:
@@ -120,7 +122,8 @@ def load_image_list(data_dir: str | Path | None = None, val_size: int | None = N
         raise ValueError(f"class_names must be non-empty and unique, got {class_names}")
     index = {name: i for i, name in enumerate(class_names)}
     targets = [multi_hot(entries, index) for entries in (train_entries, test_entries)]  # check before decoding
-    train_all, test = (Split(load_images([p for p, _, _ in entries], img_size), t)
+    stream = resolve_stream(stream, len(train_entries) + len(test_entries), img_size)
+    train_all, test = (image_split([p for p, _, _ in entries], t, img_size, stream=stream)
                        for entries, t in zip((train_entries, test_entries), targets))
     train, val = split_train_val(train_all, max(1, len(train_all) // 10) if val_size is None else val_size, seed)
     return DatasetBundle("image-list", train, val, test, class_names, IMAGENET_MEAN, IMAGENET_STD,

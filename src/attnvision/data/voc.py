@@ -30,13 +30,14 @@ ImageNet statistics (what torchvision's pretrained weights expect; CSRA's code f
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .base import DatasetBundle, Split, split_train_val
+from .base import DatasetBundle, FileSplit, Split, split_train_val
 from .download import cache_root, inside, search_dirs
-from .images import IMAGENET_MEAN, IMAGENET_STD, load_images
+from .images import IMAGENET_MEAN, IMAGENET_STD, image_split, resolve_stream
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -81,11 +82,17 @@ def parse_annotation(path: Path) -> list[tuple[str, bool]]:
     return objects
 
 
-def read_voc_split(root: Path, image_set: str, img_size: int) -> Split:
-    """Images (N, 3, img_size, img_size) and raw targets (N, 20): 1 positive, 0 absent,
-    -1 difficult-only (the "ignore" policy; ``apply_difficult`` maps it)."""
+def read_ids(root: Path, image_set: str) -> list[str]:
+    """The image ids ``ImageSets/Main/<image_set>.txt`` lists."""
+    return [line.split()[0] for line in (root / "ImageSets" / "Main" / f"{image_set}.txt").read_text().splitlines()
+            if line.strip()]
+
+
+def read_voc_split(root: Path, image_set: str, img_size: int, stream: bool = False) -> Split | FileSplit:
+    """Images (N, 3, img_size, img_size) (or their files, with ``stream``) and raw targets (N, 20):
+    1 positive, 0 absent, -1 difficult-only (the "ignore" policy; ``apply_difficult`` maps it)."""
     list_file = root / "ImageSets" / "Main" / f"{image_set}.txt"
-    ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    ids = read_ids(root, image_set)
     if not ids:
         raise ValueError(f"{list_file} lists no images; replace it with the official file")
     index = {name: i for i, name in enumerate(CLASSES)}
@@ -101,19 +108,20 @@ def read_voc_split(root: Path, image_set: str, img_size: int) -> Split:
                 targets[row, c] = 1.0
             elif targets[row, c] == 0:
                 targets[row, c] = -1.0
-    images = load_images([inside(root / "JPEGImages", f"{i}.jpg", str(list_file)) for i in ids], img_size)
-    return Split(images, targets)
+    return image_split([inside(root / "JPEGImages", f"{i}.jpg", str(list_file)) for i in ids], targets, img_size,
+                       stream=stream)
 
 
-def apply_difficult(targets: torch.Tensor, policy: str) -> torch.Tensor:
-    """Raw targets with difficult-only entries (-1) set by ``policy``."""
-    return torch.where(targets == -1, POLICIES[policy], targets)
+def apply_difficult(split: Split | FileSplit, policy: str) -> Split | FileSplit:
+    """``split`` with its difficult-only entries (-1) set by ``policy``."""
+    return replace(split, targets=torch.where(split.targets == -1, POLICIES[policy], split.targets))
 
 
 def load_voc2007(data_dir: str | Path | None = None, val_size: int = 500, seed: int = 0, img_size: int = 224,
-                 difficult: str = "negative", difficult_eval: str = "ignore") -> DatasetBundle:
+                 difficult: str = "negative", difficult_eval: str = "ignore", stream: bool | None = None) -> DatasetBundle:
     """Train (5011 − ``val_size``) / val (``val_size``, seeded, from trainval) / test (4952);
-    uint8 (N, 3, img_size, img_size), float32 targets (N, 20) in {1, 0, -1}.
+    uint8 (N, 3, img_size, img_size), float32 targets (N, 20) in {1, 0, -1}. ``stream``: keep the
+    image files (None: when the decoded images would not fit, ``images.resolve_stream``).
 
     difficult: policy for difficult-only classes in the training split; difficult_eval: in the
     validation and test splits. Each one of "negative", "ignore", "positive".
@@ -122,13 +130,9 @@ def load_voc2007(data_dir: str | Path | None = None, val_size: int = 500, seed: 
         if policy not in POLICIES:
             raise ValueError(f"{arg} must be one of {', '.join(POLICIES)}, got '{policy}'")
     roots = {s: find_voc2007(data_dir, s) for s in ("trainval", "test")}  # both found before any decoding
-    trainval = read_voc_split(roots["trainval"], "trainval", img_size)
-    test = read_voc_split(roots["test"], "test", img_size)
+    stream = resolve_stream(stream, sum(len(read_ids(root, s)) for s, root in roots.items()), img_size)
+    trainval = read_voc_split(roots["trainval"], "trainval", img_size, stream)
+    test = read_voc_split(roots["test"], "test", img_size, stream)
     train, val = split_train_val(trainval, val_size, seed)
-    return DatasetBundle(
-        "voc2007",
-        Split(train.images, apply_difficult(train.targets, difficult)),
-        Split(val.images, apply_difficult(val.targets, difficult_eval)),
-        Split(test.images, apply_difficult(test.targets, difficult_eval)),
-        CLASSES, IMAGENET_MEAN, IMAGENET_STD, task="multilabel",
-    )
+    return DatasetBundle("voc2007", apply_difficult(train, difficult), apply_difficult(val, difficult_eval),
+                         apply_difficult(test, difficult_eval), CLASSES, IMAGENET_MEAN, IMAGENET_STD, task="multilabel")

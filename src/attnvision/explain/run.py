@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_torch_save, atomic_write_text
-from ..data import Split, TensorLoader
+from ..data import BatchLoader, FileSplit, Split
 from ..evaluate import SPLITS, load_run
 from .cam import METHODS, default_methods, pair_maps
 from .figures import gallery_figure, image_figure
@@ -133,7 +133,7 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
     data, boxes = select_images(bundle, cfg.data, settings.split, settings.images, settings.localization)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    loader = TensorLoader(data, settings.batch_size, mean=bundle.mean, std=bundle.std, train=False,
+    loader = BatchLoader(data, settings.batch_size, mean=bundle.mean, std=bundle.std, train=False,
                           device=fabric.device, channels_last=cfg.channels_last)
     with torch.no_grad():
         logits = torch.cat([model(x).float().cpu() for x, _ in loader])
@@ -176,7 +176,7 @@ def explain_checkpoint(checkpoint: str | Path, out: str | Path, settings: Explai
     return result
 
 
-def faithfulness(model, loader: TensorLoader, pairs: torch.Tensor, maps: dict[str, torch.Tensor], names: list[str],
+def faithfulness(model, loader: BatchLoader, pairs: torch.Tensor, maps: dict[str, torch.Tensor], names: list[str],
                  substrate: torch.Tensor, noise: torch.Tensor, multilabel: bool,
                  settings: ExplainSettings) -> dict[str, dict]:
     """Deletion/insertion AUCs and ROAD scores {name: {"deletion", "insertion", "road_morf", ...}}
@@ -250,10 +250,11 @@ def select_images(bundle, data_name: str, split: str, images: int | None,
     data = getattr(bundle, split)
     n = len(data) if images is None else min(images, len(data))
     use_boxes = all_boxes is not None if localization is None else localization
-    return data.subset(torch.arange(n)), all_boxes[:n] if use_boxes else None
+    chosen = data.subset(torch.arange(n))
+    return chosen.load() if isinstance(chosen, FileSplit) else chosen, all_boxes[:n] if use_boxes else None
 
 
-def map_and_score(model, loader: TensorLoader, pairs: torch.Tensor, kept: torch.Tensor, names: list[str],
+def map_and_score(model, loader: BatchLoader, pairs: torch.Tensor, kept: torch.Tensor, names: list[str],
                   boxes: list[torch.Tensor] | None, tolerance: float, layer: str | None, black: torch.Tensor,
                   seed: int) -> tuple[dict, dict, dict]:
     """Per batch of images, every map of its pairs and (with boxes) their localisation scores.
@@ -294,7 +295,7 @@ def write_figures(out: Path, split: str, data: Split, pairs: torch.Tensor, maps:
                      None if boxes is None else pair_boxes(boxes, pairs[rows]))
 
 
-def loader_prefix(loader: TensorLoader, images: int):
+def loader_prefix(loader: BatchLoader, images: int):
     """The loader's batches up to ``images`` images, the last one cut."""
     seen = 0
     for x, y in loader:
@@ -313,7 +314,7 @@ def runs_gallery(checkpoints: dict[str, str | Path], out: str | Path, images: in
     for label, checkpoint in checkpoints.items():
         cfg, bundle, model, fabric, _ = load_run(checkpoint)
         test = bundle.test.subset(torch.arange(min(images, len(bundle.test))))
-        x, _ = next(iter(TensorLoader(test, len(test), mean=bundle.mean, std=bundle.std, train=False,
+        x, _ = next(iter(BatchLoader(test, len(test), mean=bundle.mean, std=bundle.std, train=False,
                                       device=fabric.device, channels_last=cfg.channels_last)))
         targets = test.targets if bundle.task == "single" else test.targets.argmax(1)
         pairs = torch.stack([torch.arange(len(test)), targets], 1)

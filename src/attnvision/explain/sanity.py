@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-from ..data import TensorLoader
+from ..data import BatchLoader
 from ..evaluate import build_model, load_run
 from .cam import pair_maps
 from .scores import CHUNK, pair_scores, summarize_pairs
@@ -234,7 +234,7 @@ def similarity(original: torch.Tensor, randomized: torch.Tensor) -> dict:
             "ssim": float(torch.cat([ssim(a, b) for a, b in blocks]).mean()), "undefined_pairs": int((~defined).sum())}
 
 
-def method_maps(model: nn.Module, loader: TensorLoader, pairs: torch.Tensor, methods: tuple[str, ...],
+def method_maps(model: nn.Module, loader: BatchLoader, pairs: torch.Tensor, methods: tuple[str, ...],
                 layer: str | None = None, black: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every method's maps {method: (P, H, W) float32 on the CPU}, row i explaining pair i of
     ``pairs`` (P, 2) rows (image index into the loader's images, class); computed per batch of the
@@ -254,7 +254,7 @@ def method_maps(model: nn.Module, loader: TensorLoader, pairs: torch.Tensor, met
     return {m: torch.cat(v)[order] for m, v in out.items()}
 
 
-def sanity_checks(model: nn.Module, fresh: nn.Module, loader: TensorLoader, pairs: torch.Tensor,
+def sanity_checks(model: nn.Module, fresh: nn.Module, loader: BatchLoader, pairs: torch.Tensor,
                   methods: tuple[str, ...], batches: list[torch.Tensor], layer: str | None = None,
                   black: torch.Tensor | None = None, boxes: list[torch.Tensor] | None = None, tolerance: float = 0,
                   reference: nn.Module | None = None) -> dict:
@@ -299,7 +299,7 @@ def training_batches(cfg, bundle, batch_size: int, device) -> list[torch.Tensor]
     them, in whole batches of ``batch_size`` (a shorter last one is dropped: ``momentum=None``
     weighs batches equally), or one batch of all of them when there are fewer."""
     train = bundle.train.subset(torch.arange(min(BN_IMAGES, len(bundle.train))))
-    loader = TensorLoader(train, batch_size, mean=bundle.mean, std=bundle.std, train=False, device=device,
+    loader = BatchLoader(train, batch_size, mean=bundle.mean, std=bundle.std, train=False, device=device,
                           channels_last=cfg.channels_last)
     return [x for x, _ in loader if len(x) == min(batch_size, len(train))]
 
@@ -316,7 +316,7 @@ def load_reference(path, cfg, data_dir: str | None = None) -> nn.Module:
     return reference
 
 
-def run_sanity(cfg, bundle, model: nn.Module, loader: TensorLoader, pairs: torch.Tensor, methods: tuple[str, ...],
+def run_sanity(cfg, bundle, model: nn.Module, loader: BatchLoader, pairs: torch.Tensor, methods: tuple[str, ...],
                boxes: list[torch.Tensor] | None, black: torch.Tensor, settings) -> dict:
     """``sanity_checks`` for ``explain_checkpoint`` (scores.json's "sanity"): ``settings`` is its
     ``ExplainSettings`` (seed of the re-drawn weights, batch size, layer, tolerance,
