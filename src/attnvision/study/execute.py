@@ -13,7 +13,9 @@ rebuilds a row is the one that built it.
   ones oversubscribed the cores (225 img/s each): hence one thread per cell by default on CPU.
 - Executors: ``local`` (a thread per job slot, each driving one process at a time) or ``ray``
   (one Ray task per cell with ``num_cpus=threads`` and ``num_gpus=1`` on GPU machines, on the
-  cluster at ``ray_address`` or a local Ray); results land in the same run folders either way.
+  cluster at ``ray_address`` or a local Ray); results land in the same run folders either way, which
+  on a cluster is checked first: every node must see the study folder, the data and this Python by
+  the same paths (``cluster``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import yaml
 
 from ..checkpoint import atomic_write_text
 from ..run_folder import CONFIG, LAST
+from .cluster import check_cells_paths
 from .grid import Cell
 from .layout import FAILED
 
@@ -169,7 +172,8 @@ def gpu_count() -> int:
 
 
 def run_on_ray(cells: list[Cell], threads: int, ray_address: str | None, report) -> None:
-    """One Ray task per cell: ``num_cpus=threads``, one GPU each on a cluster with GPUs."""
+    """One Ray task per cell: ``num_cpus=threads``, one GPU each on a cluster with GPUs; first
+    ``cluster.check_cells_paths``: every node must see the paths the cells use."""
     try:
         import ray
     except ImportError:
@@ -177,12 +181,18 @@ def run_on_ray(cells: list[Cell], threads: int, ray_address: str | None, report)
                          "install)") from None
     ray.init(address=ray_address, include_dashboard=False, log_to_driver=True, ignore_reinit_error=True)
     try:
+        nodes = check_cells_paths(cells)  # before any cell starts, not as a cell failing on another node
+        print(f"the Ray cluster's {len(nodes)} node(s) see the paths the cells use (study folder, working folder, "
+              "data, Python)", flush=True)
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         task = ray.remote(num_cpus=threads, num_gpus=gpus)(run_process)
+        # a node's workers have the environment of its `ray start`, not the driver's: the cells get the
+        # driver's data folder, the one the check saw
+        data = {"ATTNVISION_DATA": os.environ["ATTNVISION_DATA"]} if os.environ.get("ATTNVISION_DATA") else {}
         pending = {}
         for cell in cells:
             resume = prepare(cell)
-            env = cell_env(threads, None)
+            env = {**cell_env(threads, None), **data}
             pending[task.remote(cell_command(cell, resume), env, os.getcwd(), str(cell.log.resolve()),
                                 cell.name)] = (cell, time.perf_counter())
         while pending:

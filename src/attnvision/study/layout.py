@@ -12,6 +12,7 @@
     costs.json                               COSTS         cost measurements per configuration
     report.html, report.md, results.csv      REPORT_HTML, REPORT_MD, RESULTS_CSV
     plots/*.png, *.svg, gallery.png          PLOTS, GALLERY
+    .attnvision-cluster-check-<hex>          CLUSTER_CHECK while ``cluster`` checks that every Ray node sees the folder
 """
 
 from __future__ import annotations
@@ -32,3 +33,4 @@ REPORT_MD = "report.md"
 RESULTS_CSV = "results.csv"
 PLOTS = "plots"
 GALLERY = "gallery.png"
+CLUSTER_CHECK = ".attnvision-cluster-check-"  # + random hex; removed when the check ends
