@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attnvision.data import Augmentation, BatchLoader, FileSplit, Split, load_dataset
+from attnvision.data import Augmentation, BatchLoader, FileSplit, Split, first_images, load_dataset
 from attnvision.data import images as images_module
 from attnvision.data.augment import CSRA_RATIO, CSRA_SCALE, cutout
 
@@ -206,6 +206,9 @@ def test_shards_hold_the_splits_and_stream_the_same_images(folder, shards):
         xm, ym = zip(*batches(getattr(memory, part), "basic", train=False))
         assert torch.equal(torch.cat(x), torch.cat(xm)) and torch.equal(torch.cat(y), torch.cat(ym))
     assert load_dataset("image-folder", shards, img_size=8).img_size == (8, 8)  # squished as decoded
+    for split in (sharded.test, both_paths(folder)[1].test):  # explanations and exports take the first images
+        first = first_images(split, 7)
+        assert torch.equal(first.images, memory.test.images[:7]) and torch.equal(first.targets, memory.test.targets[:7])
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -232,7 +235,7 @@ def test_shards_refuse_what_they_cannot_give(shards):
         load_dataset("image-folder", shards, val_size=3)
     with pytest.raises(ValueError, match="always streamed: drop --no-stream"):
         load_dataset("image-folder", shards, stream=False)
-    with pytest.raises(ValueError, match="read whole and in order"):
+    with pytest.raises(ValueError, match="read whole and in order: a subset"):
         load_dataset("image-folder", shards).train.subset(torch.arange(3))
 
 
@@ -247,3 +250,43 @@ def test_ddp_two_processes_train_from_shards(shards, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and len(set(metrics["rank_param_checksums"])) == 1
     assert metrics["test"]["acc"] >= 0 and "streaming" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["files", "shards"])
+def test_streamed_run_resumes_exactly(folder, shards, tmp_path, interrupted_after_first_epoch, source):
+    """Killed after epoch 1 and resumed, a streamed run ends as the uninterrupted one does (resume
+    is at epoch boundaries; the epoch's order and augmentation are functions of (seed, epoch))."""
+    from dataclasses import replace
+
+    from attnvision.checkpoint import load_checkpoint
+    from attnvision.config import TrainConfig
+    from attnvision.train import train
+
+    cfg = TrainConfig(data="image-folder", data_dir=str(folder if source == "files" else shards),
+                      data_kw={"img_size": 16}, val_size=6, stream=True, workers=1, augment="csra", epochs=2,
+                      batch_size=4, accelerator="cpu", out=str(tmp_path / "a"))
+    straight = train(cfg, progress=False)
+    interrupted_after_first_epoch(replace(cfg, out=str(tmp_path / "b")))
+    resumed = train(TrainConfig(), resume=tmp_path / "b", progress=False)
+    a, b = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in "ab")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert resumed["test"] == straight["test"]
+
+
+@pytest.mark.slow
+def test_compare_trains_a_streamed_grid(shards, tmp_path):
+    """The study streams as the trainer does: two cells from shards, reported."""
+    from typer.testing import CliRunner
+
+    from attnvision.cli import app
+
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, ["compare", "--data", "image-folder", "--data-dir", str(shards), "--val-size", "6",
+                                      "--attn", "none,se", "--epochs", "1", "--batch-size", "4", "--workers", "1",
+                                      "--augment", "csra", "--localization", "none", "--jobs", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for cell in ("none-s0", "se-s0"):
+        config = (out / "runs" / cell / "config.yaml").read_text()
+        assert "augment: csra" in config and (out / "runs" / cell / "metrics.json").is_file()
+    assert (out / "report.html").is_file()

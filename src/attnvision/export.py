@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import atomic_write_bytes
 from .config import TrainConfig
-from .data import DatasetBundle, BatchLoader
+from .data import BatchLoader, DatasetBundle, first_images
 from .evaluate import load_run
 from .exported import check_format, export_model, load_exported, verify
 
@@ -59,7 +59,7 @@ def verification_images(bundle: DatasetBundle, count: int = VERIFY_IMAGES) -> to
     float32 (N, C, H, W)."""
     if len(bundle.test) == 0:
         raise ValueError(f"dataset {bundle.name} has no test images to verify the export on")
-    split = bundle.test.subset(torch.arange(min(count, len(bundle.test))))
+    split = first_images(bundle.test, count)
     return next(iter(BatchLoader(split, len(split), bundle.mean, bundle.std, train=False)))[0]
 
 

@@ -15,7 +15,7 @@ from .coco import load_coco2014
 from .fashion_mnist import load_fashion_mnist
 from .image_folder import load_image_folder
 from .image_list import load_image_list
-from .loader import BatchLoader
+from .loader import BatchLoader, first_images
 from .shards import ShardSplit, holds_shards, load_shards
 from .scenes import load_fashion_mnist_scenes, load_fashion_mnist_single_scenes
 from .voc import load_voc2007
@@ -60,5 +60,5 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["DATASETS", "RECIPES", "Augmentation", "BatchLoader", "DatasetBundle", "FileSplit", "ShardSplit", "Split", "list_datasets",
-           "load_dataset", "split_train_val", "streamable"]
+__all__ = ["DATASETS", "RECIPES", "Augmentation", "BatchLoader", "DatasetBundle", "FileSplit", "ShardSplit", "Split",
+           "first_images", "list_datasets", "load_dataset", "split_train_val", "streamable"]

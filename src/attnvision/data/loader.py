@@ -145,3 +145,20 @@ class BatchLoader:
         for x, y in self.uint8_batches():
             x = self.augment(x, g) if self.train and self.augment is not None else x.float()
             yield ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format), y
+
+
+def first_images(split: Split | FileSplit | ShardSplit, count: int) -> Split:
+    """The first ``count`` images of a split, in its order, held in memory: the few images an
+    explanation, a report's gallery or an export check needs, whichever path the split streams from."""
+    count = min(count, len(split))
+    if isinstance(split, Split):
+        return split.subset(torch.arange(count))
+    if isinstance(split, FileSplit):
+        return split.subset(torch.arange(count)).load()
+    images, targets = [], []
+    for x, y in BatchLoader(split, count, (0.0,), (1.0,), train=False).uint8_batches():
+        images.append(x)
+        targets.append(y)
+        if sum(map(len, images)) >= count:
+            break
+    return Split(torch.cat(images)[:count], torch.cat(targets)[:count])

@@ -71,9 +71,9 @@ class ShardSplit:
         return tuple(self.size)
 
     def subset(self, index: torch.Tensor) -> "ShardSplit":
-        raise ValueError("shards are read whole and in order: some of their samples (--train-subset, --permute-labels, "
-                         "the images an explanation or an export takes) need the dataset's own files: pass --data-dir "
-                         "with them, or write shards of the subset (attnvision shard)")
+        raise ValueError("shards are read whole and in order: a subset of their samples (--train-subset) needs the "
+                         "dataset's own files: pass --data-dir with them, or write shards of the subset "
+                         "(attnvision shard --data-kw, --val-size)")
 
 
 # ---------------------------------------------------------------- writing

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_torch_save, atomic_write_text
-from ..data import BatchLoader, FileSplit, Split
+from ..data import BatchLoader, Split, first_images
 from ..evaluate import SPLITS, load_run
 from .cam import METHODS, default_methods, pair_maps
 from .figures import gallery_figure, image_figure
@@ -250,8 +250,7 @@ def select_images(bundle, data_name: str, split: str, images: int | None,
     data = getattr(bundle, split)
     n = len(data) if images is None else min(images, len(data))
     use_boxes = all_boxes is not None if localization is None else localization
-    chosen = data.subset(torch.arange(n))
-    return chosen.load() if isinstance(chosen, FileSplit) else chosen, all_boxes[:n] if use_boxes else None
+    return first_images(data, n), all_boxes[:n] if use_boxes else None
 
 
 def map_and_score(model, loader: BatchLoader, pairs: torch.Tensor, kept: torch.Tensor, names: list[str],
@@ -313,7 +312,7 @@ def runs_gallery(checkpoints: dict[str, str | Path], out: str | Path, images: in
     rows, first = {}, None
     for label, checkpoint in checkpoints.items():
         cfg, bundle, model, fabric, _ = load_run(checkpoint)
-        test = bundle.test.subset(torch.arange(min(images, len(bundle.test))))
+        test = first_images(bundle.test, images)
         x, _ = next(iter(BatchLoader(test, len(test), mean=bundle.mean, std=bundle.std, train=False,
                                       device=fabric.device, channels_last=cfg.channels_last)))
         targets = test.targets if bundle.task == "single" else test.targets.argmax(1)

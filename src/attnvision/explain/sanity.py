@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-from ..data import BatchLoader
+from ..data import BatchLoader, first_images
 from ..evaluate import build_model, load_run
 from .cam import pair_maps
 from .scores import CHUNK, pair_scores, summarize_pairs
@@ -298,7 +298,7 @@ def training_batches(cfg, bundle, batch_size: int, device) -> list[torch.Tensor]
     """The first ``BN_IMAGES`` training-split images, unaugmented and normalised as the model takes
     them, in whole batches of ``batch_size`` (a shorter last one is dropped: ``momentum=None``
     weighs batches equally), or one batch of all of them when there are fewer."""
-    train = bundle.train.subset(torch.arange(min(BN_IMAGES, len(bundle.train))))
+    train = first_images(bundle.train, BN_IMAGES)
     loader = BatchLoader(train, batch_size, mean=bundle.mean, std=bundle.std, train=False, device=device,
                           channels_last=cfg.channels_last)
     return [x for x, _ in loader if len(x) == min(batch_size, len(train))]

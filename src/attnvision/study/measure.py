@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import atomic_write_text
 from ..compiled import Compiled
+from ..data import BatchLoader
 from ..evaluate import build_model, load_bundle
 from ..profile import MACS_CONVENTION, count_macs, count_params, latency_samples, train_step_time, training_memory
 from .grid import Cell, Study
@@ -83,7 +84,8 @@ def _measure(cells: dict, settings: dict, rounds: int, repeats: int, steps: int)
     inputs = {b: torch.randn(b, *shape, device=device).contiguous(memory_format=torch.channels_last)
               for b in (1, 32, batch)}
     # the batch's targets, for models that train on their own objective (label_sequence.takes_targets)
-    targets = bundle.train.targets[torch.arange(batch) % len(bundle.train)].to(device)
+    _, first = next(iter(BatchLoader(bundle.train, batch, bundle.mean, bundle.std, train=False)))  # any split kind
+    targets = first[torch.arange(batch) % len(first)].to(device)
     latency = {(name, b): [] for name in models for b in (1, 32)}
     step = {name: [] for name in models}
     compiled = {name: Compiled(model, name) for name, model in models.items()} if settings.get("compile") else {}
