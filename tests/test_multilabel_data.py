@@ -321,6 +321,30 @@ def test_image_list_json_and_given_classes(tmp_path) -> None:
         load_dataset("image-list", train_file=lists / "tr.json", test_file=lists / "te.json", class_names=["a", "b"])
 
 
+def write_image_list(root: Path) -> Path:
+    names = write_images(root, 6)
+    (root / "train.csv").write_text("path,labels\n" + "".join(f"{p},{lab}\n" for p, lab in
+                                                               zip(names[:4], ["a;b", "b", "", "c"])))
+    (root / "test.csv").write_text(f"path,labels\n{names[4]},a\n{names[5]},c\n")
+    return root
+
+
+@pytest.mark.parametrize("name, write, kw", [
+    ("voc2007", write_voc, {"val_size": 2}),
+    ("coco2014", write_coco, {"val_size": 1}),
+    ("image-list", write_image_list, {"val_size": 1}),
+])
+def test_streamed_readers_keep_the_files_of_the_in_memory_splits(tmp_path, name, write, kw) -> None:
+    """With ``stream`` every reader of image files keeps, per split, the files whose decoded pixels
+    and targets are the in-memory split's (policies and validation carving applied alike)."""
+    write(tmp_path / "data")
+    memory, streamed = (load_dataset(name, tmp_path / "data", img_size=12, stream=s, **kw) for s in (False, True))
+    assert streamed.streamed and not memory.streamed and streamed.img_size == (12, 12)
+    for part in ("train", "val", "test"):
+        m, s = getattr(memory, part), getattr(streamed, part)
+        assert torch.equal(s.targets, m.targets) and torch.equal(s.load().images, m.images)
+
+
 def test_image_list_errors_name_the_file(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("ATTNVISION_DATA", raising=False)
     names = write_images(tmp_path, 2)

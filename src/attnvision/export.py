@@ -65,6 +65,6 @@ def verification_images(bundle: DatasetBundle, count: int = VERIFY_IMAGES) -> to
 
 def export_metadata(cfg: TrainConfig, bundle: DatasetBundle, dynamic_batch: bool) -> dict:
     """What a server needs besides the graph (module docstring: "Metadata")."""
-    return {"mean": list(bundle.mean), "std": list(bundle.std), "input_size": list(bundle.test.images.shape[1:]),
+    return {"mean": list(bundle.mean), "std": list(bundle.std), "input_size": [bundle.in_chans, *bundle.img_size],
             "class_names": list(bundle.class_names), "task": bundle.task, "batch_size": None if dynamic_batch else 1,
             "tta_hflip": cfg.tta_hflip, "model": cfg.model, "attn": cfg.attn, "head": cfg.head}
