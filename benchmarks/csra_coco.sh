@@ -11,9 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/paper_recipe.sh
 paper_recipe csra-coco 30 16
-common=(--data coco2014 --model resnet101 --augment csra --crop-pad 0 --hflip --optimizer sgd --momentum 0.9
-        --weight-decay 1e-4 --warmup-epochs 2 --schedule step --step-epochs 5 --step-gamma 0.1)
-train_recipe csra "${common[@]}" --head csra --heads 6 --lam 0.5 --lr 0.01 --head-lr 0.1
-train_recipe baseline "${common[@]}" --head gap --lr 0.01
+csra_recipe coco2014 5 6 0.5
 beside_paper csra 83.5 "CSRA paper, Table 4 (ResNet-101 + CSRA)"
 beside_paper baseline 79.4 "CSRA paper, Table 4 (ResNet-101)"

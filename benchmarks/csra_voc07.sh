@@ -14,9 +14,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/paper_recipe.sh
 paper_recipe csra-voc07 30 16
-common=(--data voc2007 --model resnet101 --augment csra --crop-pad 0 --hflip --optimizer sgd --momentum 0.9
-        --weight-decay 1e-4 --warmup-epochs 2 --schedule step --step-epochs 4 --step-gamma 0.1)
-train_recipe csra "${common[@]}" --head csra --heads 1 --lam 0.1 --lr 0.01 --head-lr 0.1
-train_recipe baseline "${common[@]}" --head gap --lr 0.01
+csra_recipe voc2007 4 1 0.1
 beside_paper csra 94.7 "CSRA paper, Table 2 (ResNet-101 + CSRA)"
 beside_paper baseline 92.9 "CSRA paper, Table 2 (ResNet-101)"

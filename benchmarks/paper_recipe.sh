@@ -31,6 +31,15 @@ train_recipe() {
   fi
 }
 
+# csra_recipe DATA DECAY_EPOCHS HEADS LAMBDA: CSRA and its GAP baseline on ResNet-101 by the CSRA paper's §4
+# recipe (csra_voc07.sh and csra_coco.sh say where each setting comes from), into $OUT/csra and $OUT/baseline.
+csra_recipe() {
+  local common=(--data "$1" --model resnet101 --augment csra --crop-pad 0 --hflip --optimizer sgd --momentum 0.9
+                --weight-decay 1e-4 --warmup-epochs 2 --schedule step --step-epochs "$2" --step-gamma 0.1)
+  train_recipe csra "${common[@]}" --head csra --heads "$3" --lam "$4" --lr 0.01 --head-lr 0.1
+  train_recipe baseline "${common[@]}" --head gap --lr 0.01
+}
+
 # beside_paper RUN PAPER_MAP SOURCE: one line, our test mAP (best-validation epoch) next to the paper's.
 beside_paper() {
   .venv/bin/python benchmarks/beside_paper.py "$OUT/$1" "$2" "$3"

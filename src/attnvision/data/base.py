@@ -48,8 +48,24 @@ class Split:
         return tuple(self.images.shape[2:])
 
 
+class DecodedOnDraw:
+    """What a split decoded as batches are drawn knows of its images before decoding any: the
+    ``mode`` (RGB or L) and ``size`` (H, W) they are converted and squished to."""
+
+    mode: str
+    size: tuple[int, int]
+
+    @property
+    def in_chans(self) -> int:
+        return MODES[self.mode]
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        return tuple(self.size)
+
+
 @dataclass
-class FileSplit:
+class FileSplit(DecodedOnDraw):
     """One split as image files, decoded (``images.decode_image``) only when a batch is drawn, by
     ``loader.BatchLoader``'s worker processes: what memory holds grows with the number of files
     by a path and a target each, not by an image each.
@@ -76,14 +92,6 @@ class FileSplit:
 
     def subset(self, index: torch.Tensor) -> "FileSplit":
         return FileSplit([self.files[i] for i in index.tolist()], self.targets[index], self.size, self.mode)
-
-    @property
-    def in_chans(self) -> int:
-        return MODES[self.mode]
-
-    @property
-    def img_size(self) -> tuple[int, int]:
-        return tuple(self.size)
 
     def load(self) -> Split:
         """The split decoded into memory (for the few images an explanation or export needs)."""

@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 
 from ..checkpoint import atomic_write_text
-from .base import MODES, DatasetBundle, FileSplit, Split
+from .base import DatasetBundle, DecodedOnDraw, FileSplit, Split
 
 MANIFEST = "attnvision-shards.json"
 SPLITS = ("train", "val", "test")
@@ -49,7 +49,7 @@ SHUFFLE_BUFFER = 1000  # samples a worker shuffles among
 
 
 @dataclass
-class ShardSplit:
+class ShardSplit(DecodedOnDraw):
     """One split as WebDataset shards: ``urls`` (paths or URLs) with ``counts`` samples each,
     squished to ``size`` (H, W) in ``mode`` when decoded; ``task`` gives the targets' dtype."""
 
@@ -61,14 +61,6 @@ class ShardSplit:
 
     def __len__(self) -> int:
         return sum(self.counts)
-
-    @property
-    def in_chans(self) -> int:
-        return MODES[self.mode]
-
-    @property
-    def img_size(self) -> tuple[int, int]:
-        return tuple(self.size)
 
     def subset(self, index: torch.Tensor) -> "ShardSplit":
         raise ValueError("shards are read whole and in order: a subset of their samples (--train-subset) needs the "
