@@ -290,3 +290,18 @@ def test_compare_trains_a_streamed_grid(shards, tmp_path):
         config = (out / "runs" / cell / "config.yaml").read_text()
         assert "augment: csra" in config and (out / "runs" / cell / "metrics.json").is_file()
     assert (out / "report.html").is_file()
+
+
+def test_resized_shards_hold_the_training_size(folder, tmp_path):
+    """``shard --resize`` stores the squished images: the same pixels from PNG sources."""
+    from typer.testing import CliRunner
+
+    from attnvision.cli import app
+
+    out = tmp_path / "resized"
+    result = CliRunner().invoke(app, ["shard", "--data", "image-folder", "--data-dir", str(folder), "--data-kw",
+                                      '{"img_size": 16}', "--val-size", "6", "--resize", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "attnvision-shards.json").read_text())["resized"] is True
+    memory, _ = both_paths(folder)
+    assert torch.equal(first_images(load_dataset("image-folder", out, val_size=6).test, 18).images, memory.test.images)

@@ -286,6 +286,9 @@ def shard_cmd(
     split_seed: int = typer.Option(0, help=field_help("split_seed")),
     shard_size: int = typer.Option(1000, help="samples per shard: at least ranks × workers shards per split keep "
                                    "every rank and worker busy"),
+    resize: bool = typer.Option(False, "--resize", help="store the images squished to the data's img_size (JPEG files "
+                                "saved again at quality 95) rather than the files' bytes: smaller shards, cheaper "
+                                "decoding (docs/benchmarks.md)"),
 ) -> None:
     """Write a dataset's train, val and test splits as WebDataset tar shards, once, for `train --data
     DATA --data-dir OUT` to stream: image files keep their bytes (PNG for data held in memory)."""
@@ -300,7 +303,7 @@ def shard_cmd(
         bundle = load_dataset(data, data_dir, val_size=val_size, seed=split_seed,
                               stream=True if streamable(data) else None, **options)
         manifest = write_shards(bundle, out, shard_size,
-                                {**options, "val_size": len(bundle.val), "split_seed": split_seed})
+                                {**options, "val_size": len(bundle.val), "split_seed": split_seed}, resize)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     except OSError as e:  # writing --out: a full disk, no write permission

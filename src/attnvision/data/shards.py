@@ -7,8 +7,9 @@ A shards folder::
                                size and mode, the options the splits were made with, and per split its
                                shard files and their sample counts
     train-00000.tar, …         ``shard_size`` samples each, in the WebDataset layout: per sample
-    val-00000.tar, …           ``<key>.<ext>`` the image (an image file's bytes as they were on disk;
-    test-00000.tar, …          PNG for a dataset held in memory) and ``<key>.json`` {"target": …}
+    val-00000.tar, …           ``<key>.<ext>`` the image (an image file's bytes as they were on disk,
+    test-00000.tar, …          or squished to the training size with ``resize``; PNG for a dataset held
+                               in memory) and ``<key>.json`` {"target": …}
 
 Shards hold the splits as made at shard time (validation carved with the given split seed,
 difficult-object policies applied); the images keep their own size and are squished to the
@@ -46,6 +47,7 @@ from .base import DatasetBundle, DecodedOnDraw, FileSplit, Split
 MANIFEST = "attnvision-shards.json"
 SPLITS = ("train", "val", "test")
 SHUFFLE_BUFFER = 1000  # samples a worker shuffles among
+RESIZED_JPEG_QUALITY = 95  # ``shard --resize``: JPEG files squished to the training size are saved again at this
 
 
 @dataclass
@@ -71,27 +73,37 @@ class ShardSplit(DecodedOnDraw):
 # ---------------------------------------------------------------- writing
 
 
-def _samples(split: Split | FileSplit) -> Iterator[tuple[str, bytes]]:
-    """(extension, image bytes) of each sample: a file's own bytes, or PNG of an in-memory image."""
-    if isinstance(split, FileSplit):
-        for path in split.files:
+def _samples(split: Split | FileSplit, resize: bool) -> Iterator[tuple[str, bytes]]:
+    """(extension, image bytes) of each sample: a file's own bytes, or, with ``resize``, the image
+    squished to the split's size and encoded again (JPEG at ``RESIZED_JPEG_QUALITY`` for JPEG
+    files, PNG otherwise); PNG of an in-memory image."""
+    from .images import decode_image
+
+    for i in range(len(split)):
+        if isinstance(split, FileSplit) and not resize:
+            path = split.files[i]
             yield path.suffix.lower().lstrip(".") or "img", path.read_bytes()
-        return
-    for image in split.images:
+            continue
+        if isinstance(split, FileSplit):
+            array = decode_image(split.files[i], split.mode, split.size)
+            jpeg = split.files[i].suffix.lower() in (".jpg", ".jpeg")
+        else:
+            array, jpeg = split.images[i].permute(1, 2, 0).numpy(), False
         buffer = io.BytesIO()
-        array = image.permute(1, 2, 0).numpy()
-        Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
-        yield "png", buffer.getvalue()
+        image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        image.save(buffer, format="JPEG", quality=RESIZED_JPEG_QUALITY) if jpeg else image.save(buffer, format="PNG")
+        yield "jpg" if jpeg else "png", buffer.getvalue()
 
 
-def write_split(split: Split | FileSplit, out: Path, name: str, shard_size: int) -> dict:
-    """Write ``split`` as ``<name>-NNNNN.tar`` shards of ``shard_size`` samples into ``out``;
-    returns its manifest entry {"shards": [file names], "counts": [samples each]}."""
+def write_split(split: Split | FileSplit, out: Path, name: str, shard_size: int, resize: bool) -> dict:
+    """Write ``split`` as ``<name>-NNNNN.tar`` shards of ``shard_size`` samples into ``out``
+    (``resize``: see ``_samples``); returns its manifest entry {"shards": [file names], "counts":
+    [samples each]}."""
     import webdataset as wds
 
     shards, counts, writer = [], [], None
     try:
-        for i, ((ext, data), target) in enumerate(zip(_samples(split), split.targets.tolist())):
+        for i, ((ext, data), target) in enumerate(zip(_samples(split, resize), split.targets.tolist())):
             if i % shard_size == 0:
                 if writer is not None:
                     writer.close()
@@ -106,10 +118,12 @@ def write_split(split: Split | FileSplit, out: Path, name: str, shard_size: int)
     return {"shards": shards, "counts": counts}
 
 
-def write_shards(bundle: DatasetBundle, out: str | Path, shard_size: int, options: dict) -> dict:
+def write_shards(bundle: DatasetBundle, out: str | Path, shard_size: int, options: dict, resize: bool = False) -> dict:
     """Write every split of ``bundle`` and, last, the manifest (so a folder with a manifest holds
     complete shards). ``options``: what the splits were made with (data options, val_size,
-    split_seed), recorded so that reading them with other options is refused."""
+    split_seed), recorded so that reading them with other options is refused. ``resize``: store
+    the images squished to the training size (smaller shards, a cheaper decode; one more JPEG
+    generation for JPEG files) instead of the files' own bytes."""
     out = Path(out)
     if (out / MANIFEST).exists():
         raise ValueError(f"{out} holds shards already ({MANIFEST}); pick another --out or delete it")
@@ -120,8 +134,8 @@ def write_shards(bundle: DatasetBundle, out: str | Path, shard_size: int, option
     manifest = {
         "dataset": bundle.name, "task": bundle.task, "class_names": bundle.class_names, "mean": list(bundle.mean),
         "std": list(bundle.std), "img_size": list(split.img_size), "mode": "L" if split.in_chans == 1 else "RGB",
-        "options": options,
-        "splits": {name: write_split(getattr(bundle, name), out, name, shard_size) for name in SPLITS},
+        "options": options, "resized": resize,
+        "splits": {name: write_split(getattr(bundle, name), out, name, shard_size, resize) for name in SPLITS},
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
