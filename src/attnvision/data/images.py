@@ -49,6 +49,13 @@ def decode_image(path: Path | BinaryIO, mode: str, size: tuple[int, int] | None)
         return np.asarray(img).reshape(img.size[1], img.size[0], MODES[mode])
 
 
+def decode_batch(sources: Sequence[Path | BinaryIO], mode: str, size: tuple[int, int]) -> torch.Tensor:
+    """Files (paths or open binary files) → one uint8 (B, C, H, W) batch, each squished to ``size``:
+    what a streaming worker hands the loader."""
+    images = np.stack([decode_image(source, mode, size) for source in sources])  # (B, H, W, C)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
 def _listing(failures: list[tuple[Path, str]]) -> str:
     lines = [f"  {path}: {reason}" for path, reason in failures[:MAX_LISTED]]
     if len(failures) > MAX_LISTED:

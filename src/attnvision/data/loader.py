@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from .augment import Augmentation
 from .base import FileSplit, Split
-from .images import decode_image
+from .images import decode_batch
 from .shards import ShardBatches, ShardSplit, shard_assignment, steps_per_rank
 
 PREFETCH = 2  # batches each streaming worker decodes ahead
@@ -41,8 +40,7 @@ class DecodedBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.split
-        images = np.stack([decode_image(s.files[i], s.mode, s.size) for i in indices])  # (B, H, W, C)
-        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), s.targets[indices]
+        return decode_batch([s.files[i] for i in indices], s.mode, s.size), s.targets[indices]
 
 
 class BatchLoader:
@@ -119,10 +117,15 @@ class BatchLoader:
                 batch = batch.to(self.device)
                 yield self.images[batch], self.targets[batch]
             return
-        loader = torch.utils.data.DataLoader(
-            DecodedBatches(self.split), sampler=[b.tolist() for b in batches], batch_size=None,
-            num_workers=self.workers, pin_memory=self.device.type == "cuda",
-            **({"prefetch_factor": PREFETCH} if self.workers else {}))
+        yield from self._decoded(DecodedBatches(self.split), sampler=[b.tolist() for b in batches])
+
+    def _decoded(self, batches: torch.utils.data.Dataset,
+                 sampler: list | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The uint8 batches a dataset of batches decodes in ``workers`` processes (``PREFETCH`` each
+        ahead), moved to the device."""
+        loader = torch.utils.data.DataLoader(batches, sampler=sampler, batch_size=None, num_workers=self.workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             **({"prefetch_factor": PREFETCH} if self.workers else {}))
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -132,13 +135,10 @@ class BatchLoader:
                   if self.train else None)
         batches = ShardBatches(self.split, self.batch_size, (self.seed * 1_000_003 + self.epoch) * 64 + self.rank,
                                shards, self.rank, self.world_size)
-        loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=self.workers,
-                                             pin_memory=self.device.type == "cuda",
-                                             **({"prefetch_factor": PREFETCH} if self.workers else {}))
-        for step, (x, y) in enumerate(loader):
+        for step, batch in enumerate(self._decoded(batches)):
             if step == steps:
                 return
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield batch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 64 + self.rank + 1)

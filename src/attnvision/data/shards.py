@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -235,11 +234,10 @@ class ShardBatches(torch.utils.data.IterableDataset):
         yield from buffer
 
     def batch(self, items: list[tuple[bytes, object]]) -> tuple[torch.Tensor, torch.Tensor]:
-        from .images import decode_image
+        from .images import decode_batch
 
-        images = np.stack([decode_image(io.BytesIO(data), self.split.mode, self.split.size) for data, _ in items])
         targets = torch.tensor([t for _, t in items], dtype=torch.int64 if self.split.task == "single" else torch.float32)
-        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), targets
+        return decode_batch([io.BytesIO(data) for data, _ in items], self.split.mode, self.split.size), targets
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
